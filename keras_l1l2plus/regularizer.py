@@ -1,0 +1,206 @@
+"""`L1L2Plus`: L1 and L2 penalties with one defined L1 gradient at zero.
+
+The penalty of a tensor `x` is
+
+    reg(x) = l1 * Σ|x| + l2 * Σx²
+
+(sums, not means), as in *Neural Networks from Scratch in Python*, chapter 14:
+`L1 = λ·Σ|w|`, `L2 = λ·Σw²`. Its gradient is
+
+    ∂reg/∂x = l1 * s(x) + 2 * l2 * x,   s(x) = sign(x) for x ≠ 0, zero_grad at x = 0
+
+`|x|` has no derivative at 0; any value in the subdifferential `[-1, 1]` is a
+valid choice. Backends disagree on it (TensorFlow's `abs` gives 0, JAX's gives
++1), so this module defines it once, through `keras.ops.custom_gradient`.
+
+This module is the one place the penalty math lives; the rest of the package
+calls `L1L2Plus.terms`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["L1L2Plus"]
+
+_CONFIG_KEYS = ("l1", "l2", "zero_grad")
+
+
+def accumulation_dtype(dtype: Any) -> str:
+    """The dtype penalties of a `dtype` tensor are summed in.
+
+    float64 stays float64; everything narrower (float16, bfloat16, float32) is
+    summed in float32, so Σx² of a large float16 tensor does not overflow.
+    """
+    return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
+def _as_float(value: Any, name: str) -> float:
+    """`value` as a Python float, or a `ValueError` naming `name`.
+
+    `None` means 0.0 (as in Keras). Python and numpy reals and 0-d tensors are
+    accepted; bools, strings, sequences and non-scalar tensors are not.
+    """
+    if value is None:
+        return 0.0
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a float, "
+            f"got a bool. Received: {name}={value!r}"
+        )
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, str):
+        array = ops.convert_to_numpy(value)
+        if array.ndim == 0 and array.dtype.kind in "fiu":
+            return float(array)
+    raise ValueError(
+        f"Invalid value for argument `{name}`: expected a float. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def validate_penalty(value: Any, name: str) -> float:
+    """A regularization factor λ as a float: finite and non-negative."""
+    value = _as_float(value, name)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a finite, "
+            f"non-negative float. Received: {name}={value!r}"
+        )
+    return value
+
+
+def validate_zero_grad(value: Any, name: str = "zero_grad") -> float:
+    """The L1 gradient at x = 0: a float in [-1, 1], the subdifferential of |x|."""
+    value = _as_float(value, name)
+    if not -1.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a float in "
+            f"[-1, 1] (the subdifferential of |x| at 0). Received: {name}={value!r}"
+        )
+    return value
+
+
+def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
+    """Σ|x| in the accumulation dtype, with gradient sign(x) (zero_grad at 0).
+
+    The gradient is returned in `x`'s dtype. It is exactly `zero_grad` where
+    `x == 0`, on every backend, eagerly, in `tf.function` and under XLA.
+    """
+    # `convert_to_tensor` hands a TensorFlow variable back unchanged; the copy
+    # is a read (free under a compiler), so the custom gradient sees a tensor
+    # and not a captured variable.
+    x = ops.copy(ops.convert_to_tensor(x))
+    acc = accumulation_dtype(x.dtype)
+
+    @ops.custom_gradient
+    def _l1_norm(x):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            slope = ops.where(
+                ops.equal(x, 0), ops.cast(zero_grad, x.dtype), ops.sign(x)
+            )
+            return ops.cast(upstream, x.dtype) * slope
+
+        return ops.sum(ops.absolute(ops.cast(x, acc))), grad
+
+    return _l1_norm(x)
+
+
+def squared_l2_norm(x: Any) -> Any:
+    """Σx² in the accumulation dtype; its gradient is 2x."""
+    x = ops.convert_to_tensor(x)
+    return ops.sum(ops.square(ops.cast(x, accumulation_dtype(x.dtype))))
+
+
+@keras.saving.register_keras_serializable(package="keras_l1l2plus")
+class L1L2Plus(keras.regularizers.Regularizer):
+    """L1 and L2 penalties with a defined L1 gradient at zero.
+
+    A drop-in for `keras.regularizers.L1L2`:
+
+        reg(x) = l1 * Σ|x| + l2 * Σx²
+        ∂reg/∂x = l1 * sign(x) + 2 * l2 * x,   with sign(0) := zero_grad
+
+    Differences from `keras.regularizers.L1L2`:
+
+    - the L1 gradient at `x == 0` is `l1 * zero_grad` on every backend
+      (default 0.0: a weight at exactly zero, such as a freshly initialised
+      bias, is not pushed by the penalty; `zero_grad=1.0` reproduces the
+      book's reference code, where dL1/dw = 1 unless w < 0);
+    - float16 and bfloat16 inputs are summed in float32 (float64 stays
+      float64), so Σx² of a large half-precision tensor does not overflow;
+    - `terms(x)` gives the L1 and L2 terms separately.
+
+    A term whose factor is 0 is not computed.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_l1l2plus import L1L2Plus
+    >>> reg = L1L2Plus(l1=0.01, l2=0.001)
+    >>> float(reg(keras.ops.convert_to_tensor([0.5, -1.2, 0.8])))  # 0.025 + 0.00233
+    0.02733...
+    >>> dense = keras.layers.Dense(
+    ...     64,
+    ...     kernel_regularizer=L1L2Plus(l1=0.01, l2=0.001),   # λ1w, λ2w
+    ...     bias_regularizer=L1L2Plus(l1=0.005, l2=0.0005),   # λ1b, λ2b
+    ... )
+
+    Args:
+        l1: L1 factor λ1, a finite float ≥ 0. `None` means 0.
+        l2: L2 factor λ2, a finite float ≥ 0. `None` means 0.
+        zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
+    """
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0):
+        self.l1 = validate_penalty(l1, "l1")
+        self.l2 = validate_penalty(l2, "l2")
+        self.zero_grad = validate_zero_grad(zero_grad)
+
+    def terms(self, x: Any) -> tuple[Any, Any]:
+        """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype."""
+        x = ops.convert_to_tensor(x)
+        acc = accumulation_dtype(x.dtype)
+        zero = ops.zeros((), dtype=acc)
+        l1_term = ops.cast(self.l1, acc) * l1_norm(x, self.zero_grad) if self.l1 else zero
+        l2_term = ops.cast(self.l2, acc) * squared_l2_norm(x) if self.l2 else zero
+        return l1_term, l2_term
+
+    def __call__(self, x: Any) -> Any:
+        """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor."""
+        l1_term, l2_term = self.terms(x)
+        return l1_term + l2_term
+
+    def get_config(self) -> dict[str, float]:
+        return {"l1": self.l1, "l2": self.l2, "zero_grad": self.zero_grad}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
+        unknown = sorted(set(config) - set(_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"Unknown keys in the config of {cls.__name__}: {unknown}. "
+                f"Expected keys among {list(_CONFIG_KEYS)}. Received: config={config!r}"
+            )
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, L1L2Plus):
+            return NotImplemented
+        return self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.get_config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
