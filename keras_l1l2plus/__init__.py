@@ -4,8 +4,9 @@
     L1 = λ1·Σ|x|,  L2 = λ2·Σx²   (separate λs for weights and biases)
 """
 
+from keras_l1l2plus.apply import regularize
 from keras_l1l2plus.regularizer import L1L2Plus
 
 __version__ = "0.1.0"
 
-__all__ = ["L1L2Plus", "__version__"]
+__all__ = ["L1L2Plus", "regularize", "__version__"]

@@ -1,0 +1,190 @@
+"""`regularize`: the four λs of the book's loss on a whole Keras model.
+
+    Loss = DataLoss + λ1w·Σ|w| + λ1b·Σ|b| + λ2w·Σw² + λ2b·Σb²
+
+Weights get `L1L2Plus(l1_weight, l2_weight)`, biases `L1L2Plus(l1_bias,
+l2_bias)`, by the rule in `keras_l1l2plus.roles`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from typing import Any, Callable, Iterable, Iterator, Union
+
+import keras
+
+from keras_l1l2plus.regularizer import L1L2Plus, validate_penalty, validate_zero_grad
+from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role
+
+__all__ = ["regularize"]
+
+Exclude = Union[str, Iterable[str], Callable[[Any], bool], None]
+
+
+def _layer_tree(layer: Any, excluded: bool, exclude: Callable[[Any], bool]) -> Iterator[tuple[Any, bool]]:
+    """`(layer, excluded)` for `layer` and every layer inside it, depth first.
+
+    A layer is excluded when it, or a layer that contains it, matches.
+    """
+    excluded = excluded or exclude(layer)
+    yield layer, excluded
+    for sublayer in layer._flatten_layers(include_self=False, recursive=False):
+        yield from _layer_tree(sublayer, excluded, exclude)
+
+
+def _exclusion(exclude: Exclude) -> tuple[Callable[[Any], bool], list[str]]:
+    """A predicate on layers, and the name patterns it was built from."""
+    if exclude is None:
+        return (lambda layer: False), []
+    if callable(exclude):
+        return exclude, []
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                "Invalid value for argument `exclude`: expected a layer-name pattern, "
+                f"a list of them or a predicate. Received: exclude={exclude!r}"
+            )
+    return (lambda layer: any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)), patterns
+
+
+def regularize(
+    model: keras.layers.Layer,
+    *,
+    l1_weight: float = 0.0,
+    l1_bias: float = 0.0,
+    l2_weight: float = 0.0,
+    l2_bias: float = 0.0,
+    zero_grad: float = 0.0,
+    exclude: Exclude = None,
+    normalization: bool = False,
+) -> keras.layers.Layer:
+    """Puts the four λs on every weight and bias of `model`, in place.
+
+    Every trainable weight gets `L1L2Plus(l1_weight, l2_weight, zero_grad)` and
+    every trainable bias `L1L2Plus(l1_bias, l2_bias, zero_grad)`, so that
+
+        Loss = DataLoss + l1_weight·Σ|w| + l1_bias·Σ|b| + l2_weight·Σw² + l2_bias·Σb²
+
+    Weights and biases are told apart by `keras_l1l2plus.roles.role`: a bias
+    is the additive offset Keras names `bias`; kernels, recurrent kernels,
+    depthwise and pointwise kernels and embeddings are weights.
+
+    - Built or not: on a built model `model.losses` holds the new penalty at
+      once, and a compiled (or trained) model trains with it from its next
+      `fit` (its compiled step functions are dropped, to be traced again).
+    - Kept: the layers' own regularizer attributes (`kernel_regularizer`,
+      `bias_regularizer`, ...) are set too, so the penalty survives `.keras`
+      saving, `clone_model` and `to_json`. A variable of a layer that has no
+      such attribute is regularized now, with a warning that it is not saved.
+    - Replaces, never stacks: the selected variables' regularizers (Keras's
+      own included) are replaced; where both λs of a role are 0 the
+      regularizer is removed.
+    - Skips non-trainable variables and frozen layers (they stay frozen), and
+      normalization layers (BatchNormalization, LayerNormalization,
+      GroupNormalization, RMSNormalization) unless `normalization=True`, which
+      regularizes their scale `gamma` as a weight and offset `beta` as a bias.
+
+    Example:
+
+    >>> import keras, keras_l1l2plus as kl
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = kl.regularize(model, l1_weight=0.01, l1_bias=0.005,
+    ...                       l2_weight=0.001, l2_bias=0.0005)
+    >>> model.layers[0].kernel_regularizer
+    L1L2Plus(l1=0.01, l2=0.001, zero_grad=0.0)
+
+    Args:
+        model: a Keras model (or layer), built or not.
+        l1_weight, l1_bias, l2_weight, l2_bias: the λs, finite floats ≥ 0.
+        zero_grad: the L1 gradient at exactly 0, in [-1, 1] (see `L1L2Plus`).
+        exclude: layers to leave alone, with everything inside them: a
+            layer-name pattern (`fnmatch` style, e.g. `"embed*"`), a list of
+            them, or a predicate `layer -> bool`. A pattern that matches no
+            layer raises `ValueError`; a predicate that matches none warns.
+        normalization: also regularize normalization layers' gamma and beta.
+
+    Returns:
+        `model`, regularized in place.
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "Invalid value for argument `model`: expected a Keras model or layer. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    l1_weight = validate_penalty(l1_weight, "l1_weight")
+    l1_bias = validate_penalty(l1_bias, "l1_bias")
+    l2_weight = validate_penalty(l2_weight, "l2_weight")
+    l2_bias = validate_penalty(l2_bias, "l2_bias")
+    zero_grad = validate_zero_grad(zero_grad)
+    if not isinstance(normalization, bool):
+        raise TypeError(
+            f"Invalid value for argument `normalization`: expected a bool. "
+            f"Received: normalization={normalization!r}"
+        )
+    is_excluded, patterns = _exclusion(exclude)
+
+    def regularizer_for(variable_role: str) -> L1L2Plus | None:
+        l1, l2 = (l1_bias, l2_bias) if variable_role == BIAS else (l1_weight, l2_weight)
+        return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad) if (l1 or l2) else None
+
+    layers = list(_layer_tree(model, False, is_excluded))
+    matched = [layer for layer, excluded in layers if excluded]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(l.name, p) for l in matched)]
+    if unmatched:
+        names = sorted({layer.name for layer, _ in layers})
+        raise ValueError(
+            f"Invalid value for argument `exclude`: the pattern(s) {unmatched} match no "
+            f"layer of the model. Layer names: {names}. Received: exclude={exclude!r}"
+        )
+    if exclude is not None and callable(exclude) and not matched:
+        warnings.warn(
+            f"regularize(): the `exclude` predicate {exclude!r} matched no layer.",
+            stacklevel=2,
+        )
+
+    unsaved = []
+    for layer, excluded in layers:
+        if excluded or not layer.trainable:
+            continue
+        if is_normalization(layer) and not normalization:
+            continue
+        attributes = regularizer_attributes(layer)
+        for attribute, attribute_role in attributes.items():
+            setattr(layer, attribute, regularizer_for(attribute_role))
+        stems = {a.lstrip("_")[: -len("_regularizer")] for a in attributes}
+        for variable in layer._trainable_variables:
+            variable.regularizer = regularizer_for(role(layer, variable.name))
+            if not _has_attribute_for(variable.name, stems):
+                unsaved.append(variable.path)
+    if unsaved:
+        warnings.warn(
+            "regularize(): these variables are regularized now, but their layers have no "
+            "regularizer attribute to save it in, so a saved and reloaded model will not "
+            f"have the penalty on them: {unsaved}",
+            stacklevel=2,
+        )
+    _drop_compiled_functions(model)
+    return model
+
+
+# Variable names whose layer attribute is not `<name>_regularizer`.
+_ATTRIBUTE_STEMS = {
+    "kernel": ("kernel", "depthwise"),  # DepthwiseConv2D's kernel: depthwise_regularizer
+    "recurrent_kernel": ("recurrent",),
+    "depthwise_kernel": ("depthwise",),
+    "pointwise_kernel": ("pointwise",),
+}
+
+
+def _has_attribute_for(variable_name: str, stems: set[str]) -> bool:
+    candidates = _ATTRIBUTE_STEMS.get(variable_name, (variable_name,))
+    return any(stem in stems for stem in candidates)
+
+
+def _drop_compiled_functions(model: Any) -> None:
+    """Makes the next fit/evaluate/predict trace anew, with the new penalties."""
+    for name in ("train_function", "test_function", "predict_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)

@@ -1,0 +1,105 @@
+"""Which variables are weights and which are biases: the package's one rule.
+
+    bias   = the additive offset: a variable (or regularizer attribute) named
+             `bias` or `*_bias`, and the offset `beta` of a normalization layer
+    weight = every other trainable variable: kernels, recurrent kernels,
+             depthwise and pointwise kernels, embeddings, the scale `gamma`
+             of a normalization layer, and any other variable of a layer
+
+`regularize` uses it to choose λs, `penalty_terms` to split the penalty into
+`*_weight` and `*_bias` terms, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator, NamedTuple
+
+import keras
+
+__all__ = [
+    "BIAS",
+    "WEIGHT",
+    "OwnedVariable",
+    "is_normalization",
+    "owned_trainable_variables",
+    "regularizer_attributes",
+    "role",
+]
+
+WEIGHT = "weight"
+BIAS = "bias"
+
+_NORMALIZATION_LAYERS = tuple(
+    cls
+    for cls in (
+        getattr(keras.layers, name, None)
+        for name in (
+            "BatchNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "RMSNormalization",
+        )
+    )
+    if cls is not None
+)
+
+# `kernel_regularizer`, `_bias_regularizer`, ... but not `activity_regularizer`,
+# which penalizes a layer's outputs, not a variable.
+_REGULARIZER_ATTRIBUTE = re.compile(r"^_?(?!activity_)([a-z]\w*)_regularizer$")
+
+
+class OwnedVariable(NamedTuple):
+    """A trainable variable, the layer that created it, and its role."""
+
+    layer: Any
+    variable: Any
+    role: str
+
+
+def is_normalization(layer: Any) -> bool:
+    """True for BatchNormalization, LayerNormalization, GroupNormalization, RMSNormalization."""
+    return isinstance(layer, _NORMALIZATION_LAYERS)
+
+
+def role(layer: Any, name: str) -> str:
+    """`BIAS` or `WEIGHT` for the variable `name` of `layer`.
+
+    `name` is a variable's name (`"bias"`, `"kernel"`, ...) or the stem of a
+    regularizer attribute (`"bias"` for `bias_regularizer`).
+    """
+    if name == "bias" or name.endswith("_bias"):
+        return BIAS
+    if name == "beta" and is_normalization(layer):
+        return BIAS
+    return WEIGHT
+
+
+def regularizer_attributes(layer: Any) -> dict[str, str]:
+    """`{attribute: role}` for the layer's own variable-regularizer attributes.
+
+    These are the attributes a layer reads when it creates its variables and
+    writes in `get_config` (`kernel_regularizer`, `recurrent_regularizer`,
+    MultiHeadAttention's `_bias_regularizer`, ...).
+    """
+    found = {}
+    for attribute in vars(layer):
+        match = _REGULARIZER_ATTRIBUTE.match(attribute)
+        if match:
+            found[attribute] = role(layer, match.group(1))
+    return found
+
+
+def owned_trainable_variables(model: Any) -> Iterator[OwnedVariable]:
+    """Every trainable variable of `model` once, with the layer that created it.
+
+    The variables are those of `model.trainable_weights`, which is what Keras
+    walks to add regularization penalties to the loss.
+    """
+    owners = {}
+    for layer in model._flatten_layers(include_self=True):
+        for variable in layer._trainable_variables:
+            owners.setdefault(id(variable), layer)
+    for variable in model.trainable_weights:
+        layer = owners.get(id(variable), model)
+        yield OwnedVariable(layer, variable, role(layer, variable.name))
