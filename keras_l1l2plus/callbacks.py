@@ -1,0 +1,106 @@
+"""`PenaltyLogger`: every term of the book's loss as a metric during `fit`.
+
+    loss = data_loss + penalty,   penalty = l1_weight + l1_bias + l2_weight + l2_bias
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Union
+
+import keras
+
+from keras_l1l2plus import metrics
+from keras_l1l2plus.roles import owned_trainable_variables
+
+__all__ = ["PenaltyLogger"]
+
+
+def _validate_update_freq(update_freq: Any) -> Union[str, int]:
+    if update_freq in ("batch", "epoch"):
+        return update_freq
+    if isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq >= 1:
+        return update_freq
+    raise ValueError(
+        'Invalid value for argument `update_freq`: expected "batch", "epoch" or an '
+        f"integer ≥ 1 (every N batches). Received: update_freq={update_freq!r}"
+    )
+
+
+class PenaltyLogger(keras.callbacks.Callback):
+    """Logs each penalty term, the data loss and the validation data loss.
+
+    Adds to the logs of `fit` (progress bar, `History`, `CSVLogger`,
+    `TensorBoard`, `EarlyStopping`, ...):
+
+        l1_weight, l1_bias, l2_weight, l2_bias   the four terms (see `penalty_terms`)
+        penalty        every weight penalty: what Keras adds to the loss
+        data_loss      loss − penalty
+        val_data_loss  val_loss − penalty at the evaluated weights (with validation;
+                       so are val_penalty and val_<term>)
+
+    They mean what Keras's `loss` means: batch logs hold running means since
+    the epoch began, epoch logs the epoch means, each step contributing the
+    penalty its own loss used (the weights before that step's update). So
+    `loss == data_loss + penalty` at every logged point.
+
+    The terms are computed inside the train step (see
+    `keras_l1l2plus.metrics`), so they are in the logs every callback gets,
+    whatever the callbacks' order; `TensorBoard` writes them as `epoch_<name>`
+    (validation ones under `validation/`) and, when its own `update_freq`
+    asks, `batch_<name>`.
+
+    Example:
+
+    ```python
+    import keras_l1l2plus as kl
+    history = model.fit(x, y, validation_split=0.2, epochs=20,
+                        callbacks=[kl.PenaltyLogger(), keras.callbacks.TensorBoard("runs/exp1")])
+    history.history["l1_weight"], history.history["val_data_loss"]
+    ```
+
+    Args:
+        update_freq: `"batch"` (default), `"epoch"` or an integer N, as in
+            `TensorBoard`: which batch logs keep the terms for the callbacks
+            after this one (every batch, none, every N-th). The terms are
+            computed at every step either way, so epoch values are exact
+            epoch means whatever it is.
+        per_layer: also log `"<term>/<layer>"` for every regularized layer.
+    """
+
+    # Its batch hook only drops keys from the logs: Keras may run it off the
+    # training thread without waiting for it.
+    async_safe = True
+
+    def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False):
+        super().__init__()
+        self.update_freq = _validate_update_freq(update_freq)
+        if not isinstance(per_layer, bool):
+            raise TypeError(
+                f"Invalid value for argument `per_layer`: expected a bool. Received: per_layer={per_layer!r}"
+            )
+        self.per_layer = per_layer
+        self._keys: tuple[str, ...] = ()
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if not any(o.variable.regularizer is not None for o in owned_trainable_variables(model)):
+            warnings.warn(
+                f"PenaltyLogger: model {model.name!r} has no regularized trainable variable; "
+                "every penalty term is logged as 0 and data_loss equals loss. Add "
+                "regularizers with keras_l1l2plus.regularize(model, ...) or L1L2Plus.",
+                stacklevel=2,
+            )
+        metric = metrics.install(model, per_layer=self.per_layer)
+        self._keys = metric.keys
+        model.make_train_function(force=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is None or self.update_freq == "batch":
+            return
+        if self.update_freq == "epoch" or (batch + 1) % self.update_freq:
+            for key in self._keys:
+                logs.pop(key, None)
+
+    def on_train_end(self, logs=None):
+        metrics.uninstall(self.model)

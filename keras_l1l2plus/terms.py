@@ -1,0 +1,101 @@
+"""`penalty_terms`: each term of the book's loss, from a model's variables.
+
+    Loss = DataLoss + L1w + L1b + L2w + L2b
+    l1_weight = Σ_w λ1·Σ|w|   l1_bias = Σ_b λ1·Σ|b|
+    l2_weight = Σ_w λ2·Σw²    l2_bias = Σ_b λ2·Σb²
+    penalty   = Σ over every regularized trainable variable of its regularizer's
+                value: exactly what Keras adds to the loss
+
+Weights and biases are told apart by `keras_l1l2plus.roles.role`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_l1l2plus.regularizer import L1L2Plus
+from keras_l1l2plus.roles import owned_trainable_variables
+
+__all__ = ["TERM_NAMES", "penalty_terms"]
+
+TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
+
+
+def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
+    """The `L1L2Plus` with the same value as a Keras L1, L2 or L1L2; else None.
+
+    Keras's built-ins take |x|'s gradient at 0 from the backend; their values
+    equal `L1L2Plus(l1, l2)`'s (which sums float16 inputs in float32).
+    """
+    if isinstance(regularizer, L1L2Plus):
+        return regularizer
+    if type(regularizer) is keras.regularizers.L1L2:
+        return L1L2Plus(l1=regularizer.l1, l2=regularizer.l2)
+    if type(regularizer) is keras.regularizers.L1:
+        return L1L2Plus(l1=float(regularizer.l1))
+    if type(regularizer) is keras.regularizers.L2:
+        return L1L2Plus(l2=regularizer.l2)
+    return None
+
+
+def _layer_key(variable: Any) -> str:
+    """A variable's layer as a unique name: its path without the variable name."""
+    return variable.path.rpartition("/")[0] or variable.path
+
+
+def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict[str, Any]:
+    """Each penalty term of `model`, as scalar float32 tensors.
+
+    Returns `{"l1_weight", "l1_bias", "l2_weight", "l2_bias", "penalty"}`:
+
+        l1_weight = Σ over weights w of λ1·Σ|w|     l2_weight = Σ over weights of λ2·Σw²
+        l1_bias   = Σ over biases b of λ1·Σ|b|      l2_bias   = Σ over biases of λ2·Σb²
+        penalty   = Σ over all regularized trainable variables of their penalty
+
+    `penalty` is what Keras adds to the training loss: it counts every weight
+    regularizer, so it stays right when others are present. `L1L2Plus` and
+    Keras's `L1`, `L2` and `L1L2` are split into the four terms; any other
+    regularizer counts in `penalty` only. With only those four kinds,
+    `penalty == l1_weight + l1_bias + l2_weight + l2_bias`.
+
+    With `per_layer=True` the dict also holds `"<term>/<layer>"` for each
+    layer with a regularized variable of that role (`<layer>` is the
+    variable's path without its name, e.g. `"dense_1"` or `"lstm/lstm_cell"`).
+
+    It is differentiable, with `L1L2Plus`'s gradients: a custom training
+    loop can minimise `data_loss + penalty_terms(model)["penalty"]`.
+
+    Example:
+
+    >>> import keras, keras_l1l2plus as kl
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model = kl.regularize(model, l1_weight=0.01)
+    >>> sorted(kl.penalty_terms(model))
+    ['l1_bias', 'l1_weight', 'l2_bias', 'l2_weight', 'penalty']
+    """
+    zero = ops.zeros((), dtype="float32")
+    terms = dict.fromkeys(TERM_NAMES, zero)
+    layer_terms: dict[str, Any] = {}
+    penalty = zero
+    for owned in owned_trainable_variables(model):
+        regularizer = owned.variable.regularizer
+        if regularizer is None:
+            continue
+        split = as_l1l2plus(regularizer)
+        if split is None:
+            penalty = penalty + ops.cast(ops.sum(regularizer(owned.variable)), "float32")
+            continue
+        l1_term, l2_term = (ops.cast(t, "float32") for t in split.terms(owned.variable))
+        penalty = penalty + l1_term + l2_term
+        for kind, value in (("l1", l1_term), ("l2", l2_term)):
+            name = f"{kind}_{owned.role}"
+            terms[name] = terms[name] + value
+            if per_layer:
+                key = f"{name}/{_layer_key(owned.variable)}"
+                layer_terms[key] = layer_terms.get(key, zero) + value
+    terms["penalty"] = penalty
+    terms.update(layer_terms)
+    return terms
