@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Union
 
 import keras
 
 from keras_l1l2plus.regularizer import L1L2Plus, validate_penalty, validate_zero_grad
-from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role
+from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
 
 __all__ = ["regularize"]
 
 Exclude = Union[str, Iterable[str], Callable[[Any], bool], None]
-
-
-def _layer_tree(layer: Any, excluded: bool, exclude: Callable[[Any], bool]) -> Iterator[tuple[Any, bool]]:
-    """`(layer, excluded)` for `layer` and every layer inside it, depth first.
-
-    A layer is excluded when it, or a layer that contains it, matches.
-    """
-    excluded = excluded or exclude(layer)
-    yield layer, excluded
-    for sublayer in layer._flatten_layers(include_self=False, recursive=False):
-        yield from _layer_tree(sublayer, excluded, exclude)
 
 
 def _exclusion(exclude: Exclude) -> tuple[Callable[[Any], bool], list[str]]:
@@ -129,8 +118,15 @@ def regularize(
         l1, l2 = (l1_bias, l2_bias) if variable_role == BIAS else (l1_weight, l2_weight)
         return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad) if (l1 or l2) else None
 
-    layers = list(_layer_tree(model, False, is_excluded))
-    matched = [layer for layer, excluded in layers if excluded]
+    # A layer is excluded when it, or a layer that contains it, matches.
+    matches: dict[int, bool] = {}
+    layers = []
+    for chain in walk_layers(model):
+        for layer in chain:
+            if id(layer) not in matches:
+                matches[id(layer)] = bool(is_excluded(layer))
+        layers.append((chain[-1], any(matches[id(layer)] for layer in chain)))
+    matched = [layer for layer, _ in layers if matches[id(layer)]]
     unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(l.name, p) for l in matched)]
     if unmatched:
         names = sorted({layer.name for layer, _ in layers})

@@ -25,6 +25,7 @@ __all__ = [
     "owned_trainable_variables",
     "regularizer_attributes",
     "role",
+    "walk_layers",
 ]
 
 WEIGHT = "weight"
@@ -50,11 +51,17 @@ _REGULARIZER_ATTRIBUTE = re.compile(r"^_?(?!activity_)([a-z]\w*)_regularizer$")
 
 
 class OwnedVariable(NamedTuple):
-    """A trainable variable, the layer that created it, and its role."""
+    """A trainable variable, the layer that created it, and its role.
+
+    `layer_path` names that layer inside the model: the names of the layers
+    that contain it and its own, joined by "/" (`"dense_1"`,
+    `"lstm/lstm_cell"`, `"encoder/attention/query"`), the model itself left out.
+    """
 
     layer: Any
     variable: Any
     role: str
+    layer_path: str
 
 
 def is_normalization(layer: Any) -> bool:
@@ -90,16 +97,32 @@ def regularizer_attributes(layer: Any) -> dict[str, str]:
     return found
 
 
+def walk_layers(model: Any) -> Iterator[tuple[Any, ...]]:
+    """Every layer of `model`, `model` first, depth first, as its chain of layers.
+
+    Each item is `(model, ..., parent, layer)`: the layer last, preceded by the
+    layers that contain it.
+    """
+
+    def walk(chain):
+        yield chain
+        for sublayer in chain[-1]._flatten_layers(include_self=False, recursive=False):
+            yield from walk((*chain, sublayer))
+
+    yield from walk((model,))
+
+
 def owned_trainable_variables(model: Any) -> Iterator[OwnedVariable]:
     """Every trainable variable of `model` once, with the layer that created it.
 
     The variables are those of `model.trainable_weights`, which is what Keras
     walks to add regularization penalties to the loss.
     """
-    owners = {}
-    for layer in model._flatten_layers(include_self=True):
-        for variable in layer._trainable_variables:
-            owners.setdefault(id(variable), layer)
+    owners: dict[int, tuple[Any, str]] = {}
+    for chain in walk_layers(model):
+        path = "/".join(layer.name for layer in chain[1:]) or model.name
+        for variable in chain[-1]._trainable_variables:
+            owners.setdefault(id(variable), (chain[-1], path))
     for variable in model.trainable_weights:
-        layer = owners.get(id(variable), model)
-        yield OwnedVariable(layer, variable, role(layer, variable.name))
+        layer, path = owners.get(id(variable), (model, model.name))
+        yield OwnedVariable(layer, variable, role(layer, variable.name), path)

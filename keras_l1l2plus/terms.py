@@ -41,11 +41,6 @@ def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
     return None
 
 
-def _layer_key(variable: Any) -> str:
-    """A variable's layer as a unique name: its path without the variable name."""
-    return variable.path.rpartition("/")[0] or variable.path
-
-
 def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict[str, Any]:
     """Each penalty term of `model`, as scalar float32 tensors.
 
@@ -62,8 +57,8 @@ def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict
     `penalty == l1_weight + l1_bias + l2_weight + l2_bias`.
 
     With `per_layer=True` the dict also holds `"<term>/<layer>"` for each
-    layer with a regularized variable of that role (`<layer>` is the
-    variable's path without its name, e.g. `"dense_1"` or `"lstm/lstm_cell"`).
+    layer with a regularized variable of that role (`<layer>` is the layer's
+    path inside the model, e.g. `"dense_1"` or `"lstm/lstm_cell"`).
 
     It is differentiable, with `L1L2Plus`'s gradients: a custom training
     loop can minimise `data_loss + penalty_terms(model)["penalty"]`.
@@ -94,7 +89,7 @@ def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict
             name = f"{kind}_{owned.role}"
             terms[name] = terms[name] + value
             if per_layer:
-                key = f"{name}/{_layer_key(owned.variable)}"
+                key = f"{name}/{owned.layer_path}"
                 layer_terms[key] = layer_terms.get(key, zero) + value
     terms["penalty"] = penalty
     terms.update(layer_terms)
