@@ -1,10 +1,17 @@
-"""Main job: an MLP on scikit-learn's bundled handwritten digits with all four λs.
+"""Main job: an MLP on scikit-learn's bundled handwritten digits, all four λs.
 
     python examples/digits.py [--epochs N] [--l1-weight λ] [--l1-bias λ]
-                              [--l2-weight λ] [--l2-bias λ] [--zero-grad g] [--out DIR]
+                              [--l2-weight λ] [--l2-bias λ] [--zero-grad g]
+                              [--proximal] [--out DIR] [--fast]
 
-Trains with `Loss = DataLoss + L1w + L1b + L2w + L2b`, saves the model as
-`.keras`, reloads it and checks that predictions and `model.losses` match.
+Trains a 64-128-64-10 MLP on the 8×8 digits that ship with scikit-learn (no
+download) with `Loss = DataLoss + L1w + L1b + L2w + L2b`, every term live in
+the progress bar (`PenaltyLogger`); writes TensorBoard logs to
+`OUT/tensorboard`, saves the model to `OUT/digits.keras`, reloads it and
+checks predictions and `model.losses`; plots the four terms, data loss,
+validation data loss and the fraction of exactly-zero weights and biases per
+epoch to `OUT/digits.png`; ends with a table. `--proximal` applies L1 by the
+proximal step (`ProximalL1`), which makes weights exactly zero.
 """
 
 from __future__ import annotations
@@ -18,71 +25,126 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 
-from keras_l1l2plus import L1L2Plus  # noqa: E402
+import keras_l1l2plus as kl  # noqa: E402
+from keras_l1l2plus.terms import sparsity  # noqa: E402
+
+TERMS = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--l1-weight", type=float, default=1e-4)
-    parser.add_argument("--l1-bias", type=float, default=1e-5)
-    parser.add_argument("--l2-weight", type=float, default=1e-4)
-    parser.add_argument("--l2-bias", type=float, default=1e-5)
-    parser.add_argument("--zero-grad", type=float, default=0.0)
-    parser.add_argument("--out", type=Path, default=Path("out/digits"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--l1-weight", type=float, default=1e-4, help="λ1w")
+    parser.add_argument("--l1-bias", type=float, default=5e-5, help="λ1b")
+    parser.add_argument("--l2-weight", type=float, default=1e-4, help="λ2w")
+    parser.add_argument("--l2-bias", type=float, default=5e-5, help="λ2b")
+    parser.add_argument("--zero-grad", type=float, default=0.0, help="d|w|/dw at w = 0, in [-1, 1]")
+    parser.add_argument("--proximal", action="store_true",
+                        help="apply L1 by a proximal step (exact zeros) instead of its gradient")
+    parser.add_argument("--out", type=Path, default=Path("out/digits"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--fast", action="store_true", help="3 epochs, quiet: a smoke run")
+    args = parser.parse_args(argv)
+    if args.fast:
+        args.epochs = 3
+    return args
 
 
 def load_data(seed):
+    """Digits scaled to [0, 1]: 60% train, 20% validation, 20% test, stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     y = digits.target.astype("int32")
-    return train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train, y_train, test_size=0.25, random_state=seed, stratify=y_train)
+    return (x_train, y_train), (x_val, y_val), (x_test, y_test)
 
 
-def build_model(args):
-    weight_reg = L1L2Plus(l1=args.l1_weight, l2=args.l2_weight, zero_grad=args.zero_grad)
-    bias_reg = L1L2Plus(l1=args.l1_bias, l2=args.l2_bias, zero_grad=args.zero_grad)
-    return keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(128, activation="relu", kernel_regularizer=weight_reg,
-                               bias_regularizer=bias_reg),
-            keras.layers.Dense(64, activation="relu", kernel_regularizer=weight_reg,
-                               bias_regularizer=bias_reg),
-            keras.layers.Dense(10, activation="softmax", kernel_regularizer=weight_reg,
-                               bias_regularizer=bias_reg),
-        ],
-        name="digits_mlp",
-    )
+def build_model(args) -> keras.Model:
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ], name="digits_mlp")
+    kl.regularize(model, l1_weight=args.l1_weight, l1_bias=args.l1_bias, l2_weight=args.l2_weight,
+                  l2_bias=args.l2_bias, zero_grad=args.zero_grad,
+                  proximal_weight=args.proximal, proximal_bias=args.proximal)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
 
 
-def main(argv=None):
+def plot(history, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for term in TERMS:
+        axes[0].plot(epochs, history[term], label=term)
+    axes[0].set(title="penalty terms", xlabel="epoch", yscale="log")
+    axes[1].plot(epochs, history["data_loss"], label="data_loss")
+    axes[1].plot(epochs, history["val_data_loss"], label="val_data_loss")
+    axes[1].plot(epochs, history["penalty"], label="penalty", linestyle="--")
+    axes[1].set(title="data loss and penalty", xlabel="epoch", yscale="log")
+    axes[2].plot(epochs, history["sparsity_weight"], label="weights exactly 0")
+    axes[2].plot(epochs, history["sparsity_bias"], label="biases exactly 0")
+    axes[2].set(title="sparsity", xlabel="epoch", ylabel="fraction", ylim=(-0.02, 1.02))
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle("keras-l1l2plus on scikit-learn digits: Loss = DataLoss + L1w + L1b + L2w + L2b")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def check_reload(model, path, x):
+    """Saves, reloads, and checks predictions and model.losses match."""
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([float(v) for v in reloaded.losses], [float(v) for v in model.losses], rtol=1e-6)
+    return reloaded
+
+
+def main(argv=None) -> dict:
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    x_train, x_test, y_train, y_test = load_data(args.seed)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_data(args.seed)
     model = build_model(args)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, validation_split=0.2, epochs=args.epochs, batch_size=32, verbose=2)
+    history = model.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=32,
+        verbose=2 if args.fast else 1,
+        callbacks=[kl.PenaltyLogger(), *([kl.ProximalL1()] if args.proximal else []),
+                   keras.callbacks.TensorBoard(str(args.out / "tensorboard"))],
+    ).history
 
-    path = args.out / "digits.keras"
-    model.save(path)
-    reloaded = keras.models.load_model(path)
-    np.testing.assert_allclose(reloaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0),
-                               rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose([float(v) for v in reloaded.losses],
-                               [float(v) for v in model.losses], rtol=1e-6)
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    print(f"saved {path}; reloaded model matches (predictions and model.losses)")
-    print(f"test accuracy: {accuracy:.4f}")
-    return 0
+    check_reload(model, args.out / "digits.keras", x_test)
+    plot(history, args.out / "digits.png")
+    test = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    terms = {k: float(v) for k, v in kl.penalty_terms(model).items()}
+    zeros = {k: float(v) for k, v in sparsity(model).items()}
+    summary = {"test_accuracy": test["accuracy"], "test_data_loss": test["loss"] - terms["penalty"],
+               **terms, **zeros}
+
+    print(f"\nsaved {args.out / 'digits.keras'}; reloaded: predictions and model.losses match")
+    print(f"plot: {args.out / 'digits.png'}   TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}\n")
+    print("| quantity | value |\n|---|---:|")
+    for key, value in summary.items():
+        print(f"| {key} | {value:.6g} |")
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

@@ -14,8 +14,9 @@ from typing import Any, Callable, Iterable, Union
 
 import keras
 
-from keras_l1l2plus.regularizer import L1L2Plus, validate_penalty, validate_zero_grad
+from keras_l1l2plus.regularizer import L1L2Plus, validate_flag, validate_penalty, validate_zero_grad
 from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
+from keras_l1l2plus.steps import drop_step_functions
 
 __all__ = ["regularize"]
 
@@ -48,6 +49,8 @@ def regularize(
     zero_grad: float = 0.0,
     exclude: Exclude = None,
     normalization: bool = False,
+    proximal_weight: bool = False,
+    proximal_bias: bool = False,
 ) -> keras.layers.Layer:
     """Puts the four λs on every weight and bias of `model`, in place.
 
@@ -93,6 +96,10 @@ def regularize(
             them, or a predicate `layer -> bool`. A pattern that matches no
             layer raises `ValueError`; a predicate that matches none warns.
         normalization: also regularize normalization layers' gamma and beta.
+        proximal_weight, proximal_bias: apply L1 to the weights, the biases by
+            a proximal step that sets them exactly to zero instead of by its
+            gradient (`L1L2Plus(proximal=True)`; train with the `ProximalL1`
+            callback).
 
     Returns:
         `model`, regularized in place.
@@ -107,16 +114,17 @@ def regularize(
     l2_weight = validate_penalty(l2_weight, "l2_weight")
     l2_bias = validate_penalty(l2_bias, "l2_bias")
     zero_grad = validate_zero_grad(zero_grad)
-    if not isinstance(normalization, bool):
-        raise TypeError(
-            f"Invalid value for argument `normalization`: expected a bool. "
-            f"Received: normalization={normalization!r}"
-        )
+    normalization = validate_flag(normalization, "normalization")
+    proximal_weight = validate_flag(proximal_weight, "proximal_weight")
+    proximal_bias = validate_flag(proximal_bias, "proximal_bias")
     is_excluded, patterns = _exclusion(exclude)
 
     def regularizer_for(variable_role: str) -> L1L2Plus | None:
-        l1, l2 = (l1_bias, l2_bias) if variable_role == BIAS else (l1_weight, l2_weight)
-        return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad) if (l1 or l2) else None
+        if variable_role == BIAS:
+            l1, l2, prox = l1_bias, l2_bias, proximal_bias
+        else:
+            l1, l2, prox = l1_weight, l2_weight, proximal_weight
+        return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad, proximal=prox) if (l1 or l2) else None
 
     # A layer is excluded when it, or a layer that contains it, matches.
     matches: dict[int, bool] = {}
@@ -161,7 +169,7 @@ def regularize(
             f"have the penalty on them: {unsaved}",
             stacklevel=2,
         )
-    _drop_compiled_functions(model)
+    drop_step_functions(model)
     return model
 
 
@@ -177,10 +185,3 @@ _ATTRIBUTE_STEMS = {
 def _has_attribute_for(variable_name: str, stems: set[str]) -> bool:
     candidates = _ATTRIBUTE_STEMS.get(variable_name, (variable_name,))
     return any(stem in stems for stem in candidates)
-
-
-def _drop_compiled_functions(model: Any) -> None:
-    """Makes the next fit/evaluate/predict trace anew, with the new penalties."""
-    for name in ("train_function", "test_function", "predict_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)

@@ -10,10 +10,12 @@ from typing import Any, Union
 
 import keras
 
-from keras_l1l2plus import metrics
+from keras_l1l2plus import metrics, proximal
+from keras_l1l2plus.regularizer import validate_flag
 from keras_l1l2plus.roles import owned_trainable_variables
+from keras_l1l2plus.steps import drop_step_functions
 
-__all__ = ["PenaltyLogger"]
+__all__ = ["PenaltyLogger", "ProximalL1"]
 
 
 def _validate_update_freq(update_freq: Any) -> Union[str, int]:
@@ -36,6 +38,8 @@ class PenaltyLogger(keras.callbacks.Callback):
         l1_weight, l1_bias, l2_weight, l2_bias   the four terms (see `penalty_terms`)
         penalty        every weight penalty: what Keras adds to the loss
         data_loss      loss − penalty
+        sparsity_weight, sparsity_bias   fraction of exactly-zero entries among the
+                       L1-regularized weights, biases (at the latest step's weights)
         val_data_loss  val_loss − penalty at the evaluated weights (with validation;
                        so are val_penalty and val_<term>)
 
@@ -75,12 +79,9 @@ class PenaltyLogger(keras.callbacks.Callback):
     def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False):
         super().__init__()
         self.update_freq = _validate_update_freq(update_freq)
-        if not isinstance(per_layer, bool):
-            raise TypeError(
-                f"Invalid value for argument `per_layer`: expected a bool. Received: per_layer={per_layer!r}"
-            )
-        self.per_layer = per_layer
+        self.per_layer = validate_flag(per_layer, "per_layer")
         self._keys: tuple[str, ...] = ()
+        self._checked_proximal = False
 
     def on_train_begin(self, logs=None):
         model = self.model
@@ -91,9 +92,22 @@ class PenaltyLogger(keras.callbacks.Callback):
                 "regularizers with keras_l1l2plus.regularize(model, ...) or L1L2Plus.",
                 stacklevel=2,
             )
+        self._checked_proximal = False
         metric = metrics.install(model, per_layer=self.per_layer)
         self._keys = metric.keys
         model.make_train_function(force=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # After every callback's on_train_begin: ProximalL1 may come later in the list.
+        if not self._checked_proximal:
+            self._checked_proximal = True
+            if proximal.proximal_variables(self.model) and not proximal.installed(self.model):
+                warnings.warn(
+                    "PenaltyLogger: the model has proximal L1L2Plus regularizers but no ProximalL1 "
+                    "callback applies their step, so their L1 term does not act on training. "
+                    "Add keras_l1l2plus.ProximalL1() to the callbacks.",
+                    stacklevel=2,
+                )
 
     def on_train_batch_end(self, batch, logs=None):
         if logs is None or self.update_freq == "batch":
@@ -104,3 +118,43 @@ class PenaltyLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         metrics.uninstall(self.model)
+
+
+class ProximalL1(keras.callbacks.Callback):
+    """Applies the proximal L1 step of `L1L2Plus(..., proximal=True)` during `fit`.
+
+    After every optimizer update, each variable with a proximal L1L2Plus
+    regularizer is soft-thresholded:
+
+        w ← sign(w) · max(|w| − η·l1, 0)
+
+    with η the optimizer's step size at that update (the learning rate for
+    SGD, schedules included: exactly proximal gradient descent; a
+    per-coordinate step for Adam, RMSprop and Adagrad; see
+    `keras_l1l2plus.proximal`). So L1 sets weights exactly to zero.
+
+    The step is installed as the variables' constraint for the length of
+    `fit`, so Keras runs it inside the train step, at every step, on every
+    replica and under XLA; the variables' own constraints still apply after
+    it. The model is left as it was at the end of `fit`.
+
+    Example:
+
+    ```python
+    model = kl.regularize(model, l1_weight=1e-3, proximal_weight=True)
+    model.fit(x, y, callbacks=[kl.ProximalL1(), kl.PenaltyLogger()])
+    ```
+    """
+
+    def on_train_begin(self, logs=None):
+        if proximal.install(self.model) == 0:
+            warnings.warn(
+                f"ProximalL1: model {self.model.name!r} has no L1L2Plus regularizer with "
+                "proximal=True and l1 > 0; nothing to do.",
+                stacklevel=2,
+            )
+        self.model.make_train_function(force=True)
+
+    def on_train_end(self, logs=None):
+        proximal.uninstall(self.model)
+        drop_step_functions(self.model)

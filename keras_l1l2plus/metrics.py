@@ -26,7 +26,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_l1l2plus.terms import penalty_terms
+from keras_l1l2plus.steps import drop_step_functions
+from keras_l1l2plus.terms import penalty_terms, sparsity
 
 try:
     # Keras's EarlyStopping, ModelCheckpoint and ReduceLROnPlateau infer a
@@ -63,23 +64,31 @@ class _LowerIsBetter(keras.metrics.Metric):
 
 
 class PenaltyMetric(_MetricContainer):
-    """Batch-size-weighted running means of the penalty terms and the data loss.
+    """Running means of the penalty terms and the data loss, and the sparsity.
 
     `update_state(loss, batch_size)` reads `penalty_terms(model)` now, adds
     `data_loss = loss − penalty`, and accumulates every value times
     `batch_size`; `result()` is the dict of totals / Σ batch_size. One vector
     variable holds all totals, so an update is one read of the weights and
-    two variable updates.
+    two variable updates. `sparsity_weight` and `sparsity_bias` (see
+    `keras_l1l2plus.terms.sparsity`) are not averaged: they are the values at
+    the weights of the latest step.
     """
 
     def __init__(self, model: Any, *, per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda: penalty_terms(model, per_layer=per_layer)
-        self.keys = (*self._terms(), "data_loss")
-        # Every value here is a loss: lower is better.
-        self.metrics = [_LowerIsBetter(name=key) for key in self.keys]
-        self._totals = self.add_variable(shape=(len(self.keys),), initializer="zeros", name="totals")
+        self._sparsity = lambda: sparsity(model)
+        self.mean_keys = (*self._terms(), "data_loss")
+        self.latest_keys = tuple(self._sparsity())
+        self.keys = self.mean_keys + self.latest_keys
+        # Every value here is lower-is-better for monitoring, but sparsity.
+        self.metrics = [_LowerIsBetter(name=key) for key in self.mean_keys]
+        self._totals = self.add_variable(shape=(len(self.mean_keys),), initializer="zeros", name="totals")
         self._count = self.add_variable(shape=(), initializer="zeros", name="count")
+        self._latest = self.add_variable(
+            shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest"
+        )
 
     def update_state(self, loss: Any, batch_size: Any) -> None:
         terms = self._terms()
@@ -88,14 +97,17 @@ class PenaltyMetric(_MetricContainer):
         batch_size = ops.cast(batch_size, "float32")
         self._totals.assign_add(values * batch_size)
         self._count.assign_add(batch_size)
+        self._latest.assign(ops.stack(list(self._sparsity().values())))
 
     def reset_state(self) -> None:
-        self._totals.assign(ops.zeros_like(self._totals))
-        self._count.assign(ops.zeros_like(self._count))
+        for variable in (self._totals, self._count, self._latest):
+            variable.assign(ops.zeros_like(variable))
 
     def result(self) -> dict[str, Any]:
         means = ops.divide(self._totals, ops.maximum(self._count, 1.0))
-        return {key: means[i] for i, key in enumerate(self.keys)}
+        result = {key: means[i] for i, key in enumerate(self.mean_keys)}
+        result.update({key: self._latest[i] for i, key in enumerate(self.latest_keys)})
+        return result
 
     def get_config(self) -> dict[str, Any]:
         # Lives only while installed by PenaltyLogger; it is not saved.
@@ -147,7 +159,7 @@ def install(model: Any, *, per_layer: bool = False) -> PenaltyMetric:
     object.__setattr__(model, _ATTRIBUTE, metric)
     model._compute_loss_has_training_arg = True
     model._metrics.append(metric)
-    _drop_step_functions(model)
+    drop_step_functions(model)
     return metric
 
 
@@ -162,10 +174,4 @@ def uninstall(model: Any) -> None:
     model._compute_loss_has_training_arg = (
         "training" in inspect.signature(model.compute_loss).parameters
     )
-    _drop_step_functions(model)
-
-
-def _drop_step_functions(model: Any) -> None:
-    for name in ("train_function", "test_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
+    drop_step_functions(model)

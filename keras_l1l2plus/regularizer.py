@@ -29,7 +29,7 @@ from keras import ops
 
 __all__ = ["L1L2Plus"]
 
-_CONFIG_KEYS = ("l1", "l2", "zero_grad")
+_CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
 
 
 def accumulation_dtype(dtype: Any) -> str:
@@ -88,6 +88,15 @@ def validate_zero_grad(value: Any, name: str = "zero_grad") -> float:
     return value
 
 
+def validate_flag(value: Any, name: str) -> bool:
+    """A Python (or numpy) bool, or a `TypeError` naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Invalid value for argument `{name}`: expected a bool. Received: {name}={value!r}"
+        )
+    return bool(value)
+
+
 def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
     """Σ|x| in the accumulation dtype, with gradient sign(x) (zero_grad at 0).
 
@@ -138,7 +147,12 @@ class L1L2Plus(keras.regularizers.Regularizer):
       book's reference code, where dL1/dw = 1 unless w < 0);
     - float16 and bfloat16 inputs are summed in float32 (float64 stays
       float64), so Σx² of a large half-precision tensor does not overflow;
-    - `terms(x)` gives the L1 and L2 terms separately.
+    - `terms(x)` gives the L1 and L2 terms separately;
+    - `proximal=True` makes L1 set weights exactly to zero: the L1 term still
+      counts in the loss and the logs but has no gradient; instead a proximal
+      step `w ← sign(w)·max(|w| − η·l1, 0)` follows each optimizer update (η the
+      step size; see `keras_l1l2plus.proximal`). The `ProximalL1` callback
+      applies it during `fit`; without it the L1 term has no effect on training.
 
     A term whose factor is 0 is not computed.
 
@@ -159,19 +173,29 @@ class L1L2Plus(keras.regularizers.Regularizer):
         l1: L1 factor λ1, a finite float ≥ 0. `None` means 0.
         l2: L2 factor λ2, a finite float ≥ 0. `None` means 0.
         zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
+            Unused with `proximal=True`, where the L1 term has no gradient.
+        proximal: replace the L1 gradient by the proximal step. Default False.
     """
 
-    def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0):
+    def __init__(
+        self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False
+    ):
         self.l1 = validate_penalty(l1, "l1")
         self.l2 = validate_penalty(l2, "l2")
         self.zero_grad = validate_zero_grad(zero_grad)
+        self.proximal = validate_flag(proximal, "proximal")
 
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype."""
         x = ops.convert_to_tensor(x)
         acc = accumulation_dtype(x.dtype)
         zero = ops.zeros((), dtype=acc)
-        l1_term = ops.cast(self.l1, acc) * l1_norm(x, self.zero_grad) if self.l1 else zero
+        if not self.l1:
+            l1_term = zero
+        elif self.proximal:  # the proximal step, not the gradient, applies L1
+            l1_term = ops.cast(self.l1, acc) * ops.stop_gradient(ops.sum(ops.absolute(ops.cast(x, acc))))
+        else:
+            l1_term = ops.cast(self.l1, acc) * l1_norm(x, self.zero_grad)
         l2_term = ops.cast(self.l2, acc) * squared_l2_norm(x) if self.l2 else zero
         return l1_term, l2_term
 
@@ -180,8 +204,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
         l1_term, l2_term = self.terms(x)
         return l1_term + l2_term
 
-    def get_config(self) -> dict[str, float]:
-        return {"l1": self.l1, "l2": self.l2, "zero_grad": self.zero_grad}
+    def get_config(self) -> dict[str, Any]:
+        return {"l1": self.l1, "l2": self.l2, "zero_grad": self.zero_grad, "proximal": self.proximal}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
@@ -202,5 +226,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
         return hash(tuple(sorted(self.get_config().items())))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = self.get_config()
+        if not config["proximal"]:
+            del config["proximal"]
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"

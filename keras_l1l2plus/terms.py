@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_l1l2plus.regularizer import L1L2Plus
-from keras_l1l2plus.roles import owned_trainable_variables
+from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
-__all__ = ["TERM_NAMES", "penalty_terms"]
+__all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
 
 TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 
@@ -94,3 +95,29 @@ def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict
     terms["penalty"] = penalty
     terms.update(layer_terms)
     return terms
+
+
+def sparsity(model: keras.layers.Layer) -> dict[str, Any]:
+    """Fraction of exactly-zero entries among the L1-regularized weights and biases.
+
+    Returns `{"sparsity_weight", "sparsity_bias"}` as float32 scalars:
+
+        sparsity_weight = #{w = 0} / #w   over weights whose regularizer has λ1 > 0
+
+    (likewise for biases), 0 where no variable of that role has an L1 penalty.
+    Regularizers counted are those `penalty_terms` splits: `L1L2Plus` and
+    Keras's `L1` and `L1L2`.
+    """
+    zeros = {WEIGHT: [], BIAS: []}
+    sizes = {WEIGHT: 0, BIAS: 0}
+    for owned in owned_trainable_variables(model):
+        split = as_l1l2plus(owned.variable.regularizer)
+        if split is None or split.l1 == 0:
+            continue
+        zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
+        sizes[owned.role] += int(np.prod(owned.variable.shape))
+    return {
+        f"sparsity_{role}": (ops.sum(ops.stack(zeros[role])) / sizes[role]) if sizes[role]
+        else ops.zeros((), dtype="float32")
+        for role in (WEIGHT, BIAS)
+    }

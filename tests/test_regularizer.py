@@ -293,10 +293,11 @@ def test_bad_zero_grad_raises(value):
 
 def test_none_means_zero_and_scalars_become_python_floats():
     reg = L1L2Plus(l1=None, l2=np.float32(0.5), zero_grad=tf.constant(-1.0))
-    assert reg.get_config() == {"l1": 0.0, "l2": 0.5, "zero_grad": -1.0}
-    assert all(type(v) is float for v in reg.get_config().values())
-    reg = L1L2Plus(l1=np.array(0.25), l2=keras.ops.convert_to_tensor(2), zero_grad=None)
-    assert reg.get_config() == {"l1": 0.25, "l2": 2.0, "zero_grad": 0.0}
+    assert reg.get_config() == {"l1": 0.0, "l2": 0.5, "zero_grad": -1.0, "proximal": False}
+    assert [type(v) for v in reg.get_config().values()] == [float, float, float, bool]
+    reg = L1L2Plus(l1=np.array(0.25), l2=keras.ops.convert_to_tensor(2), zero_grad=None, proximal=np.bool_(True))
+    assert reg.get_config() == {"l1": 0.25, "l2": 2.0, "zero_grad": 0.0, "proximal": True}
+    assert type(reg.get_config()["proximal"]) is bool
 
 
 def test_from_config_rejects_unknown_keys():

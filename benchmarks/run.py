@@ -1,0 +1,300 @@
+"""Cost of the penalty and of its logging, side by side, in one process.
+
+    python benchmarks/run.py [--quick] [--out BENCHMARKS.md]
+
+Method: every contender of a case is built and warmed up first; then rounds
+interleave them (A, B, C, A, B, C, ...). In a round each contender runs one
+`fit` of several epochs on in-memory data; a callback reads the clock at each
+epoch's begin and end (the end of an epoch waits for the step results, so the
+device is synchronised), and the first epoch of each fit (tracing) is dropped.
+A contender's time in a round is the median ms/step of its timed epochs; its
+ratio to the baseline is taken round by round and the table shows the median
+ratio and its spread (min–max over rounds). On a noisy machine the side-by-side
+ratio is what counts, not an absolute time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_l1l2plus as kl  # noqa: E402
+
+LAMBDAS = dict(l1=1e-5, l2=1e-4)
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Seconds per epoch, read at epoch begin and end."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+@dataclass
+class Contender:
+    name: str
+    build: Callable[[], keras.Model]
+    callbacks: Callable[[], list] = lambda: []
+    model: keras.Model | None = None
+    per_round: list[float] = field(default_factory=list)  # ms/step, one per round
+
+
+def regularizers(kind):
+    if kind == "none":
+        return {}
+    reg = {"keras": lambda: keras.regularizers.L1L2(**LAMBDAS), "plus": lambda: kl.L1L2Plus(**LAMBDAS)}[kind]
+    return dict(kernel_regularizer=reg(), bias_regularizer=reg())
+
+
+def mlp(widths, kind="none", jit_compile=False):
+    def build():
+        layers = [keras.Input((widths[0],))]
+        for width in widths[1:-1]:
+            layers.append(keras.layers.Dense(width, activation="relu", **regularizers(kind)))
+        layers.append(keras.layers.Dense(widths[-1], **regularizers(kind)))
+        model = keras.Sequential(layers)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        return model
+
+    return build
+
+
+def cnn(kind="none", jit_compile=False):
+    def build():
+        L = keras.layers
+        model = keras.Sequential([
+            keras.Input((32, 32, 3)),
+            L.Conv2D(32, 3, activation="relu", **regularizers(kind)),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, activation="relu", **regularizers(kind)),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(128, activation="relu", **regularizers(kind)),
+            L.Dense(10, **regularizers(kind)),
+        ])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        return model
+
+    return build
+
+
+def data_for(model, batch, steps):
+    rng = np.random.default_rng(0)
+    shape = model.input_shape[1:]
+    x = rng.normal(size=(batch * steps, *shape)).astype("float32")
+    y = rng.integers(0, model.output_shape[-1], size=(batch * steps,))
+    return x, y
+
+
+def run_case(contenders, batch, steps, epochs, rounds):
+    """Interleaved rounds; fills each contender's per-round ms/step."""
+    for c in contenders:
+        keras.utils.set_random_seed(0)
+        c.model = c.build()
+    x, y = data_for(contenders[0].model, batch, steps)
+    for c in contenders:  # warm-up: trace and run once
+        c.model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=c.callbacks())
+    for _ in range(rounds):
+        for c in contenders:
+            clock = EpochClock()
+            c.model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=False,
+                        callbacks=[*c.callbacks(), clock])
+            c.per_round.append(1000 * statistics.median(clock.seconds[1:]) / steps)
+
+
+def n_params(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_weights))
+
+
+@dataclass
+class Row:
+    case: str
+    contender: str
+    ms_per_step: float
+    ratio: float | None
+    ratio_lo: float | None
+    ratio_hi: float | None
+    goal: float | None
+    params: int
+
+
+def ratios(case, contenders, goal_for):
+    base = contenders[0]
+    rows = []
+    for c in contenders:
+        r = [a / b for a, b in zip(c.per_round, base.per_round)] if c is not base else None
+        rows.append(Row(case, c.name, statistics.median(c.per_round),
+                        statistics.median(r) if r else None, min(r) if r else None,
+                        max(r) if r else None, goal_for(c.name), n_params(c.model)))
+    return rows
+
+
+def regularizer_case(label, make, batch, steps, epochs, rounds):
+    """(a) no regularization, (b) Keras L1L2, (c) L1L2Plus; goal: (c)/(b) ≤ 1.00 within noise."""
+    contenders = [Contender(f"{kind}", make(kind)) for kind in ("none", "keras", "plus")]
+    run_case(contenders, batch, steps, epochs, rounds)
+    rows = ratios(label, contenders, lambda name: None)
+    # The pairwise ratio that the goal is about: L1L2Plus against Keras's L1L2.
+    keras_c, plus_c = contenders[1], contenders[2]
+    r = [a / b for a, b in zip(plus_c.per_round, keras_c.per_round)]
+    rows.append(Row(label, "plus / keras", statistics.median(plus_c.per_round), statistics.median(r),
+                    min(r), max(r), 1.00, n_params(plus_c.model)))
+    return rows
+
+
+def logger_case(label, make, batch, steps, epochs, rounds, update_freqs):
+    """Fit without the callback against fits with PenaltyLogger(update_freq=...)."""
+    contenders = [Contender("no logger", make("plus"))]
+    for freq in update_freqs:
+        contenders.append(Contender(f"PenaltyLogger({freq!r})", make("plus"),
+                                    lambda freq=freq: [kl.PenaltyLogger(update_freq=freq)]))
+    run_case(contenders, batch, steps, epochs, rounds)
+    return ratios(label, contenders, lambda name: 1.05 if name == "PenaltyLogger('batch')" else None)
+
+
+def width_for(params):
+    """The width h of an MLP 784-h-h-10 with about `params` parameters."""
+    # 784h + h + h² + h + 10h + 10 = params
+    a, b, c = 1.0, 796.0, 10.0 - params
+    return max(8, int((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a)))
+
+
+def throughput(params, repeats):
+    """penalty_terms GB/s of parameters read, against NumPy abs().sum() + square().sum()."""
+    h = width_for(params)
+    model = kl.regularize(mlp((784, h, h, 10))(), l1_weight=1e-5, l1_bias=1e-5, l2_weight=1e-4, l2_bias=1e-4)
+    arrays = [v.numpy() for v in model.trainable_weights]
+    nbytes = sum(a.nbytes for a in arrays)
+    rows = []
+    for jit in (False, True):
+        fn = tf.function(lambda: kl.penalty_terms(model)["penalty"], jit_compile=jit)
+        fn().numpy()
+        rows.append((f"penalty_terms (tf.function, jit_compile={jit})", fn))
+
+    def numpy_reference():
+        return sum(float(np.abs(a).sum()) + float(np.square(a).sum()) for a in arrays)
+
+    rows.append(("NumPy abs().sum() + square().sum()", numpy_reference))
+    times = {name: [] for name, _ in rows}
+    for _ in range(repeats):  # interleaved
+        for name, fn in rows:
+            start = time.perf_counter()
+            result = fn()
+            if hasattr(result, "numpy"):
+                result.numpy()  # synchronise
+            times[name].append(time.perf_counter() - start)
+    return n_params(model), nbytes, {name: nbytes / statistics.median(t) / 1e9 for name, t in times.items()}
+
+
+def fmt_ratio(row):
+    if row.ratio is None:
+        return "1 (baseline)"
+    return f"{row.ratio:.3f} ({row.ratio_lo:.3f}–{row.ratio_hi:.3f})"
+
+
+def verdict(row):
+    if row.goal is None or row.ratio is None:
+        return ""
+    if row.ratio <= row.goal:
+        return f"meets ≤ {row.goal:.2f}"
+    if row.ratio_lo <= row.goal:
+        return f"within noise of ≤ {row.goal:.2f} (median {row.ratio:.3f})"
+    return f"**misses** ≤ {row.goal:.2f}"
+
+
+def table(rows):
+    lines = ["| case | params | contender | ms/step (median) | ratio to baseline, median (min–max) | goal |",
+             "|---|---:|---|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.case} | {r.params:,} | {r.contender} | {r.ms_per_step:.3f} | {fmt_ratio(r)} | {verdict(r)} |")
+    return "\n".join(lines)
+
+
+def machine():
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+            f"NumPy {np.__version__}, keras-l1l2plus {kl.__version__}; devices: "
+            + ", ".join(d.device_type for d in tf.config.list_physical_devices()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats: checks the script runs")
+    parser.add_argument("--out", type=Path, default=None, help="write the markdown here too")
+    args = parser.parse_args(argv)
+    q = args.quick
+    rounds, epochs = (2, 3) if q else (7, 4)
+    steps = 4 if q else 40
+    sections = []
+
+    rows = []
+    mlp_widths = (784, 64, 10) if q else (784, 512, 512, 10)
+    for jit in (False, True):
+        rows += regularizer_case(f"MLP {'-'.join(map(str, mlp_widths))}, jit={jit}",
+                                 lambda kind, jit=jit: mlp(mlp_widths, kind, jit),
+                                 128, steps, epochs, rounds)
+        rows += regularizer_case(f"CNN 32×32×3, jit={jit}", lambda kind, jit=jit: cnn(kind, jit),
+                                 32 if q else 128, steps, epochs, rounds)
+    sections.append(("Train step: no regularization, Keras L1L2, L1L2Plus (same λs on every kernel and bias)", rows))
+
+    freqs = ["batch", "epoch", 10]
+    rows = []
+    sizes = [(784, 64, 10)] if q else [(784, 160, 160, 10), (784, 512, 512, 10), (784, 1900, 1900, 10)]
+    for widths in sizes:
+        rows += logger_case(f"MLP {'-'.join(map(str, widths))}", lambda kind, w=widths: mlp(w, kind),
+                            128, steps, epochs, rounds, freqs)
+    sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
+
+    rows = []
+    scale_targets = [100_000] if q else [100_000, 1_000_000, 10_000_000, 50_000_000]
+    for target in scale_targets:
+        h = width_for(target)
+        big = target >= 10_000_000
+        s, e, r = (steps, epochs, rounds) if not big or q else (6, 3, 3)
+        rows += regularizer_case(f"scaling MLP 784-{h}-{h}-10", lambda kind, h=h: mlp((784, h, h, 10), kind),
+                                 128, s, e, r)
+        rows += logger_case(f"scaling MLP 784-{h}-{h}-10", lambda kind, h=h: mlp((784, h, h, 10), kind),
+                            128, s, e, r, ["batch"])
+    sections.append(("Scaling with model size (~0.1 M, 1 M, 10 M, 50 M parameters)", rows))
+
+    params, nbytes, gbps = throughput(1_000_000 if q else 10_000_000, 3 if q else 15)
+    numpy_gbps = gbps["NumPy abs().sum() + square().sum()"]
+    lines = ["| reader | GB/s of parameters read (median) | vs NumPy | goal |", "|---|---:|---:|---|"]
+    for name, value in gbps.items():
+        goal = "" if name.startswith("NumPy") else ("meets ≥ NumPy" if value >= numpy_gbps else "**misses** ≥ NumPy")
+        lines.append(f"| {name} | {value:.2f} | {value / numpy_gbps:.2f} | {goal} |")
+
+    out = [f"Machine: {machine()}", ""]
+    for title, rows in sections:
+        out += [f"### {title}", "", table(rows), ""]
+    out += [f"### penalty_terms throughput ({params:,} float32 parameters, {nbytes / 1e6:.1f} MB)", "",
+            "\n".join(lines), ""]
+    text = "\n".join(out)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

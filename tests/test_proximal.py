@@ -1,0 +1,318 @@
+"""The proximal L1 step: exact zeros, against scikit-learn's Lasso and ElasticNet."""
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_l1l2plus as kl
+from keras_l1l2plus import L1L2Plus
+from keras_l1l2plus.proximal import soft_threshold
+
+L = keras.layers
+
+
+def numpy_soft_threshold(w, t):
+    return np.sign(w) * np.maximum(np.abs(w) - t, 0)
+
+
+def test_soft_threshold():
+    w = np.array([-2.0, -0.5, 0.0, 0.3, 1.5], "float32")
+    t = np.array([1.0, 1.0, 1.0, 0.1, 2.0], "float32")
+    np.testing.assert_allclose(soft_threshold(w, t), numpy_soft_threshold(w, t), atol=1e-7)
+    np.testing.assert_array_equal(soft_threshold(w, 1.0).numpy() == 0, [False, True, True, True, False])
+
+
+# --- a linear regression with a known L1 / elastic-net solution ------------------
+
+
+def regression_problem(seed=0, n=200, p=10):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p))
+    x = (x - x.mean(0)) / x.std(0)
+    true_w = np.array([3.0, -2.0, 0.0, 0.0, 1.5, 0.0, 0.05, -0.05, 0.0, 0.8])[:p]
+    y = x @ true_w + 1.0 + 0.5 * rng.normal(size=n)
+    return x.astype("float32"), y.astype("float32")
+
+
+def keras_objective(w, b, x, y, l1, l2):
+    """What Keras minimises: mean squared error + l1·Σ|w| + l2·Σw² (float64)."""
+    r = y.astype("float64") - x.astype("float64") @ w - b
+    return np.mean(r**2) + l1 * np.abs(w).sum() + l2 * np.square(w).sum()
+
+
+def sklearn_solution(x, y, l1, l2):
+    """scikit-learn's solver on Keras's objective scaled by 1/2.
+
+    Lasso / ElasticNet minimise 1/(2n)·‖r‖² + α·ρ·‖w‖₁ + α·(1−ρ)/2·‖w‖²;
+    half of Keras's objective is 1/(2n)·‖r‖² + l1/2·‖w‖₁ + l2/2·‖w‖², so
+    α·ρ = l1/2 and α·(1−ρ) = l2.
+    """
+    from sklearn.linear_model import ElasticNet, Lasso
+
+    x64, y64 = x.astype("float64"), y.astype("float64")
+    if l2 == 0:
+        model = Lasso(alpha=l1 / 2, tol=1e-12, max_iter=1_000_000)
+    else:
+        alpha = l1 / 2 + l2
+        model = ElasticNet(alpha=alpha, l1_ratio=(l1 / 2) / alpha, tol=1e-12, max_iter=1_000_000)
+    model.fit(x64, y64)
+    return model.coef_, float(model.intercept_)
+
+
+def fit_linear(x, y, l1, l2, proximal, optimizer, steps, jit_compile=False, callbacks=()):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)), L.Dense(1, kernel_initializer="zeros")])
+    kl.regularize(model, l1_weight=l1, l2_weight=l2, proximal_weight=proximal)
+    model.compile(optimizer=optimizer, loss="mse", steps_per_execution=100, jit_compile=jit_compile)
+    data = tf.data.Dataset.from_tensors((x, y[:, None])).repeat()
+    extra = [kl.ProximalL1()] if proximal else []
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[*extra, *callbacks])
+    return model.layers[0].kernel.numpy()[:, 0].astype("float64"), float(model.layers[0].bias.numpy()[0])
+
+
+def lipschitz_step(x):
+    """1/L for the MSE gradient over (w, b): L = 2·λmax([x 1]ᵀ[x 1]/n)."""
+    xb = np.c_[x.astype("float64"), np.ones(len(x))]
+    return 1.0 / (2 * np.linalg.eigvalsh(xb.T @ xb / len(x)).max())
+
+
+@pytest.mark.parametrize("l1,l2", [(0.4, 0.0), (0.3, 0.1)], ids=["lasso", "elastic_net"])
+def test_proximal_sgd_reaches_the_sklearn_solution(l1, l2):
+    x, y = regression_problem()
+    ref_w, ref_b = sklearn_solution(x, y, l1, l2)
+    assert 0 < np.sum(ref_w == 0) < len(ref_w)  # a problem with some, not all, zeros
+    w, b = fit_linear(x, y, l1, l2, True, keras.optimizers.SGD(lipschitz_step(x)), 3000)
+    np.testing.assert_array_equal(w == 0, ref_w == 0)
+    np.testing.assert_allclose(w, ref_w, atol=1e-3)
+    assert b == pytest.approx(ref_b, abs=1e-3)
+    ours, theirs = keras_objective(w, b, x, y, l1, l2), keras_objective(ref_w, ref_b, x, y, l1, l2)
+    assert ours == pytest.approx(theirs, rel=1e-4)
+
+
+def test_subgradient_mode_ends_with_no_exact_zeros():
+    x, y = regression_problem()
+    ref_w, ref_b = sklearn_solution(x, y, 0.4, 0.0)
+    w, b = fit_linear(x, y, 0.4, 0.0, False, keras.optimizers.SGD(lipschitz_step(x)), 3000)
+    assert np.sum(ref_w == 0) >= 3
+    assert np.sum(w == 0) == 0  # the would-be zeros hover around 0 and never land on it
+    assert np.abs(w[ref_w == 0]).min() > 1e-4
+    # ...and the iterate stays away from the optimum that the proximal step reaches.
+    assert keras_objective(w, b, x, y, 0.4, 0.0) > keras_objective(ref_w, ref_b, x, y, 0.4, 0.0) * 1.001
+
+
+def test_proximal_adam_gives_exact_zeros_near_the_lasso_optimum():
+    x, y = regression_problem()
+    ref_w, ref_b = sklearn_solution(x, y, 0.4, 0.0)
+    schedule = keras.optimizers.schedules.InverseTimeDecay(0.05, decay_steps=100, decay_rate=1.0)
+    w, b = fit_linear(x, y, 0.4, 0.0, True, keras.optimizers.Adam(schedule), 3000)
+    np.testing.assert_array_equal(w == 0, ref_w == 0)
+    optimum = keras_objective(ref_w, ref_b, x, y, 0.4, 0.0)
+    assert keras_objective(w, b, x, y, 0.4, 0.0) == pytest.approx(optimum, rel=1e-3)
+
+
+# --- the threshold of each optimizer, one step against numpy ---------------------
+
+
+def one_step(optimizer, l1=0.05, seed=0):
+    """One proximal step from fixed weights on a model whose data gradient is known."""
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(size=(4, 3)).astype("float32") * 0.1
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, use_bias=False, kernel_initializer="zeros",
+                                                          kernel_regularizer=L1L2Plus(l1=l1, proximal=True))])
+    model.layers[0].kernel.assign(kernel)
+    model.compile(optimizer=optimizer, loss="mse")
+    grad = 2 * x.T.astype("float64") @ (x @ kernel - y) / y.size  # d mse / d kernel, no L1 part
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[kl.ProximalL1()])
+    return kernel.astype("float64"), grad, model.layers[0].kernel.numpy()
+
+
+def test_sgd_threshold_is_learning_rate_times_l1():
+    w, g, new = one_step(keras.optimizers.SGD(0.5))
+    np.testing.assert_allclose(new, numpy_soft_threshold(w - 0.5 * g, 0.5 * 0.05), atol=1e-6)
+    assert (new == 0).sum() > 0
+
+
+def test_adam_threshold_is_the_per_coordinate_step():
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-7
+    w, g, new = one_step(keras.optimizers.Adam(lr, beta_1=b1, beta_2=b2, epsilon=eps))
+    m, v = (1 - b1) * g, (1 - b2) * g**2
+    alpha = lr * np.sqrt(1 - b2) / (1 - b1)
+    stepped = w - alpha * m / (np.sqrt(v) + eps)
+    eta = lr * np.sqrt(1 - b2) / (np.sqrt(v) + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(stepped, 0.05 * eta), rtol=1e-5, atol=1e-6)
+    assert (new == 0).sum() > 0
+
+
+def test_rmsprop_and_adagrad_thresholds():
+    lr, rho, eps = 0.01, 0.9, 1e-7
+    w, g, new = one_step(keras.optimizers.RMSprop(lr, rho=rho, epsilon=eps))
+    v = (1 - rho) * g**2
+    eta = lr / np.sqrt(v + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(w - eta * g, 0.05 * eta), rtol=1e-5, atol=1e-6)
+    w, g, new = one_step(keras.optimizers.Adagrad(lr, initial_accumulator_value=0.1, epsilon=eps))
+    eta = lr / np.sqrt(0.1 + g**2 + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(w - eta * g, 0.05 * eta), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_optimizer_warns_and_uses_the_learning_rate():
+    with pytest.warns(UserWarning, match="Adadelta.*l1 × learning rate"):
+        w, g, new = one_step(keras.optimizers.Adadelta(1.0))
+    assert np.isfinite(new).all()
+
+
+def test_learning_rate_schedule_is_read_at_each_step():
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0], [1.0, 0.25])  # 1.0 at step 0, then 0.25
+    model = keras.Sequential([keras.Input((1,)), L.Dense(1, use_bias=False, kernel_initializer="ones",
+                                                          kernel_regularizer=L1L2Plus(l1=0.1, proximal=True))])
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    x = np.zeros((1, 1), "float32")  # data gradient 0: only the proximal step moves the weight
+    model.fit(x, x, epochs=3, verbose=0, callbacks=[kl.ProximalL1()])
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(1.0 - 0.1 * (1.0 + 0.25 + 0.25), abs=1e-7)
+
+
+# --- no double counting, config, lifecycle ---------------------------------------
+
+
+def test_l1_counts_once_in_the_loss_and_not_in_the_gradient():
+    reg = L1L2Plus(l1=0.3, l2=0.2, proximal=True)
+    v = tf.Variable([[1.0, -2.0], [0.0, 0.5]])
+    with tf.GradientTape() as tape:
+        penalty = reg(v)
+    expected = 0.3 * 3.5 + 0.2 * (1 + 4 + 0.25)
+    assert float(penalty) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(tape.gradient(penalty, v), 2 * 0.2 * v.numpy(), rtol=1e-6)
+
+
+def test_loss_logs_include_the_l1_term_once():
+    x, y = regression_problem(n=40)
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_regularizer=L1L2Plus(l1=0.5, proximal=True))])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # weights stay put
+    history = model.fit(x, y[:, None], batch_size=40, epochs=1, verbose=0,
+                        callbacks=[kl.ProximalL1(), kl.PenaltyLogger()]).history
+    w = model.layers[0].kernel.numpy().astype("float64")
+    assert history["l1_weight"][0] == pytest.approx(0.5 * np.abs(w).sum(), rel=1e-6)
+    assert history["loss"][0] == pytest.approx(history["data_loss"][0] + history["l1_weight"][0], rel=1e-6)
+
+
+def test_config_and_keras_file_keep_the_mode(tmp_path):
+    reg = L1L2Plus(l1=0.1, proximal=True)
+    assert reg.get_config() == {"l1": 0.1, "l2": 0.0, "zero_grad": 0.0, "proximal": True}
+    assert repr(reg) == "L1L2Plus(l1=0.1, l2=0.0, zero_grad=0.0, proximal=True)"
+    assert L1L2Plus.from_config(reg.get_config()) == reg
+    assert L1L2Plus.from_config({"l1": 0.1}) == L1L2Plus(l1=0.1)  # configs from before the mode
+    with pytest.raises(TypeError, match="proximal"):
+        L1L2Plus(l1=0.1, proximal="yes")
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    kl.regularize(model, l1_weight=0.1, l1_bias=0.2, proximal_weight=True)
+    assert model.layers[0].kernel_regularizer == L1L2Plus(l1=0.1, proximal=True)
+    assert model.layers[0].bias_regularizer == L1L2Plus(l1=0.2)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert restored.layers[0].kernel_regularizer == L1L2Plus(l1=0.1, proximal=True)
+
+
+def test_own_constraints_still_apply_and_are_restored_after_fit():
+    constraint = keras.constraints.NonNeg()
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_constraint=constraint)])
+    kl.regularize(model, l1_weight=0.4, proximal_weight=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    x, y = regression_problem()
+    model.fit(x, y[:, None], batch_size=50, epochs=5, verbose=0, callbacks=[kl.ProximalL1()])
+    kernel = model.layers[0].kernel
+    assert (kernel.numpy() >= 0).all() and (kernel.numpy() == 0).sum() >= 4
+    assert kernel.constraint is constraint
+    assert model.layers[0].kernel_constraint is constraint
+
+
+def test_proximal_without_the_callback_warns_in_the_logger():
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.4, proximal_weight=True)
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = regression_problem(n=20)
+    with pytest.warns(UserWarning, match="no ProximalL1"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(), kl.ProximalL1()])
+    with pytest.warns(UserWarning, match="nothing to do"):
+        kl.regularize(model, l1_weight=0.4)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.ProximalL1()])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_sparsity_metrics_and_jit(jit_compile):
+    x, y = regression_problem()
+    model = keras.Sequential([keras.Input((10,)), L.Dense(4, kernel_initializer="glorot_uniform"), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.05, l1_bias=0.05, proximal_weight=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=jit_compile)
+
+    class LastWeights(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.weights = [v.numpy() for v in self.model.trainable_weights]
+
+    last = LastWeights()
+    history = model.fit(x, y[:, None], batch_size=50, epochs=20, verbose=0, shuffle=False,
+                        callbacks=[kl.ProximalL1(), kl.PenaltyLogger(), last]).history
+    kernels = [last.weights[0], last.weights[2]]
+    biases = [last.weights[1], last.weights[3]]
+    expected_w = sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels)
+    expected_b = sum((b == 0).sum() for b in biases) / sum(b.size for b in biases)
+    assert expected_w > 0.1  # the proximal step made exact zeros
+    assert history["sparsity_weight"][-1] == pytest.approx(expected_w, abs=1e-7)
+    assert history["sparsity_bias"][-1] == pytest.approx(expected_b, abs=1e-7)
+    assert history["sparsity_weight"][-1] >= history["sparsity_weight"][0]
+
+
+def test_mixed_precision():
+    keras.config.set_dtype_policy("mixed_float16")
+    x, y = regression_problem()
+    w, b = fit_linear(x, y, 0.4, 0.0, True, keras.optimizers.SGD(lipschitz_step(x)), 1000)
+    ref_w, _ = sklearn_solution(x, y, 0.4, 0.0)
+    np.testing.assert_array_equal(w == 0, ref_w == 0)
+    np.testing.assert_allclose(w, ref_w, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_matches_single_device(fresh_python):
+    out = fresh_python(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np
+        import keras_l1l2plus as kl
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 10)).astype("float32")
+        y = (x[:, :3] @ np.array([2.0, -1.0, 0.5], "float32"))[:, None]
+
+        def run(strategy, optimizer):
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, kernel_initializer="ones")])
+                kl.regularize(model, l1_weight=0.3, proximal_weight=True)
+                model.compile(optimizer=optimizer(), loss="mse")
+            h = model.fit(x, y, batch_size=16, epochs=30, shuffle=False, verbose=0,
+                          callbacks=[kl.ProximalL1(), kl.PenaltyLogger()]).history
+            return model.layers[0].kernel.numpy().ravel().tolist(), h["sparsity_weight"]
+
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result = {}
+        for name, opt in (("sgd", lambda: keras.optimizers.SGD(0.05)), ("adam", lambda: keras.optimizers.Adam(0.05))):
+            result[name] = {"single": run(tf.distribute.get_strategy(), opt), "mirrored": run(mirrored, opt)}
+        print(json.dumps(result))
+        """
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    for name, runs in result.items():
+        (w1, s1), (w2, s2) = runs["single"], runs["mirrored"]
+        np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(np.array(w2) == 0, np.array(w1) == 0)
+        assert sum(np.array(w1) == 0) >= 3, name
+        np.testing.assert_allclose(s2, s1)
