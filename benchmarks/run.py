@@ -62,18 +62,22 @@ class Contender:
 def regularizers(kind):
     if kind == "none":
         return {}
-    reg = {"keras": lambda: keras.regularizers.L1L2(**LAMBDAS), "plus": lambda: kl.L1L2Plus(**LAMBDAS)}[kind]
+    reg = {
+        "keras": lambda: keras.regularizers.L1L2(**LAMBDAS),
+        "plus": lambda: kl.L1L2Plus(**LAMBDAS),
+        "proximal": lambda: kl.L1L2Plus(**LAMBDAS, proximal=True),
+    }[kind]
     return dict(kernel_regularizer=reg(), bias_regularizer=reg())
 
 
-def mlp(widths, kind="none", jit_compile=False):
+def mlp(widths, kind="none", jit_compile=False, optimizer="sgd"):
     def build():
         layers = [keras.Input((widths[0],))]
         for width in widths[1:-1]:
             layers.append(keras.layers.Dense(width, activation="relu", **regularizers(kind)))
         layers.append(keras.layers.Dense(widths[-1], **regularizers(kind)))
         model = keras.Sequential(layers)
-        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         return model
 
     return build
@@ -172,6 +176,16 @@ def logger_case(label, make, batch, steps, epochs, rounds, update_freqs):
     return ratios(label, contenders, lambda name: 1.05 if name == "PenaltyLogger('batch')" else None)
 
 
+def proximal_case(label, make, batch, steps, epochs, rounds):
+    """L1L2Plus with the L1 gradient against the proximal L1 step (ProximalL1), SGD and Adam."""
+    contenders = [
+        Contender("L1L2Plus (subgradient)", make("plus")),
+        Contender("L1L2Plus(proximal=True) + ProximalL1", make("proximal"), lambda: [kl.ProximalL1()]),
+    ]
+    run_case(contenders, batch, steps, epochs, rounds)
+    return ratios(label, contenders, lambda name: None)
+
+
 def width_for(params):
     """The width h of an MLP 784-h-h-10 with about `params` parameters."""
     # 784h + h + h² + h + 10h + 10 = params
@@ -243,8 +257,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here too")
     args = parser.parse_args(argv)
     q = args.quick
-    rounds, epochs = (2, 3) if q else (7, 4)
-    steps = 4 if q else 40
+    rounds, epochs = (2, 3) if q else (7, 3)
+    steps = 4 if q else 100
     sections = []
 
     rows = []
@@ -266,11 +280,18 @@ def main(argv=None):
     sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
 
     rows = []
+    for optimizer in ("sgd", "adam"):
+        rows += proximal_case(f"MLP {'-'.join(map(str, mlp_widths))}, {optimizer}",
+                              lambda kind, o=optimizer: mlp(mlp_widths, kind, optimizer=o),
+                              128, steps, epochs, rounds)
+    sections.append(("Proximal L1 step: per-step cost against the subgradient L1", rows))
+
+    rows = []
     scale_targets = [100_000] if q else [100_000, 1_000_000, 10_000_000, 50_000_000]
     for target in scale_targets:
         h = width_for(target)
         big = target >= 10_000_000
-        s, e, r = (steps, epochs, rounds) if not big or q else (6, 3, 3)
+        s, e, r = (steps, epochs, rounds) if not big or q else (8, 3, 3)
         rows += regularizer_case(f"scaling MLP 784-{h}-{h}-10", lambda kind, h=h: mlp((784, h, h, 10), kind),
                                  128, s, e, r)
         rows += logger_case(f"scaling MLP 784-{h}-{h}-10", lambda kind, h=h: mlp((784, h, h, 10), kind),

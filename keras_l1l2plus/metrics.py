@@ -26,6 +26,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.steps import drop_step_functions
 from keras_l1l2plus.terms import penalty_terms, sparsity
 
@@ -66,18 +67,18 @@ class _LowerIsBetter(keras.metrics.Metric):
 class PenaltyMetric(_MetricContainer):
     """Running means of the penalty terms and the data loss, and the sparsity.
 
-    `update_state(loss, batch_size)` reads `penalty_terms(model)` now, adds
-    `data_loss = loss − penalty`, and accumulates every value times
-    `batch_size`; `result()` is the dict of totals / Σ batch_size. One vector
-    variable holds all totals, so an update is one read of the weights and
-    two variable updates. `sparsity_weight` and `sparsity_bias` (see
+    `update_state(loss, batch_size, recorded)` takes the terms of this step's
+    loss (`penalty_terms`, reusing what the `L1L2Plus` calls of the loss
+    recorded, so nothing is computed twice), adds `data_loss = loss −
+    penalty`, and accumulates every value times `batch_size`; `result()` is
+    the dict of totals / Σ batch_size. One vector variable holds all totals. `sparsity_weight` and `sparsity_bias` (see
     `keras_l1l2plus.terms.sparsity`) are not averaged: they are the values at
     the weights of the latest step.
     """
 
     def __init__(self, model: Any, *, per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
-        self._terms = lambda: penalty_terms(model, per_layer=per_layer)
+        self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model)
         self.mean_keys = (*self._terms(), "data_loss")
         self.latest_keys = tuple(self._sparsity())
@@ -90,8 +91,9 @@ class PenaltyMetric(_MetricContainer):
             shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest"
         )
 
-    def update_state(self, loss: Any, batch_size: Any) -> None:
-        terms = self._terms()
+    def update_state(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
+        """Adds one step: its loss, batch size, and the terms its loss recorded."""
+        terms = self._terms(recorded)
         loss = ops.cast(ops.sum(loss), "float32")
         values = ops.stack([*terms.values(), loss - terms["penalty"]])
         batch_size = ops.cast(batch_size, "float32")
@@ -145,14 +147,15 @@ def install(model: Any, *, per_layer: bool = False) -> PenaltyMetric:
     has_training_arg = "training" in inspect.signature(compute_loss).parameters
 
     def compute_loss_with_penalty_terms(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if has_training_arg:
-            loss = compute_loss(x, y, y_pred, sample_weight, training=training)
-        else:
-            loss = compute_loss(x, y, y_pred, sample_weight)
+        with recording_terms() as recorded:
+            if has_training_arg:
+                loss = compute_loss(x, y, y_pred, sample_weight, training=training)
+            else:
+                loss = compute_loss(x, y, y_pred, sample_weight)
         if loss is not None:
             # Keras divides the loss by the replica count; its loss tracker
             # multiplies it back, and so does this metric.
-            metric.update_state(loss * _num_replicas(), _batch_size(x, y_pred))
+            metric.update_state(loss * _num_replicas(), _batch_size(x, y_pred), recorded)
         return loss
 
     object.__setattr__(model, "compute_loss", compute_loss_with_penalty_terms)

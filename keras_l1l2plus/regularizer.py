@@ -19,9 +19,11 @@ calls `L1L2Plus.terms`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -30,6 +32,25 @@ from keras import ops
 __all__ = ["L1L2Plus"]
 
 _CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
+
+# Per thread (tf.distribute traces each replica in a thread of its own).
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def recording_terms() -> Iterator[dict[int, tuple[Any, Any]]]:
+    """Collects the terms every `L1L2Plus` call on a variable computes meanwhile.
+
+    Yields `{id(variable): (l1_term, l2_term)}`, filled as Keras calls the
+    regularizers while it computes the loss, so the terms can be logged
+    without computing them a second time.
+    """
+    previous = getattr(_recording, "terms", None)
+    _recording.terms = {}
+    try:
+        yield _recording.terms
+    finally:
+        _recording.terms = previous
 
 
 def accumulation_dtype(dtype: Any) -> str:
@@ -202,6 +223,9 @@ class L1L2Plus(keras.regularizers.Regularizer):
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor."""
         l1_term, l2_term = self.terms(x)
+        recorded = getattr(_recording, "terms", None)
+        if recorded is not None and isinstance(x, keras.Variable):
+            recorded[id(x)] = (l1_term, l2_term)
         return l1_term + l2_term
 
     def get_config(self) -> dict[str, Any]:

@@ -42,7 +42,12 @@ def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
     return None
 
 
-def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict[str, Any]:
+def penalty_terms(
+    model: keras.layers.Layer,
+    *,
+    per_layer: bool = False,
+    recorded: dict[int, tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
     """Each penalty term of `model`, as scalar float32 tensors.
 
     Returns `{"l1_weight", "l1_bias", "l2_weight", "l2_bias", "penalty"}`:
@@ -64,6 +69,9 @@ def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict
     It is differentiable, with `L1L2Plus`'s gradients: a custom training
     loop can minimise `data_loss + penalty_terms(model)["penalty"]`.
 
+    `recorded` (from `regularizer.recording_terms`) holds terms `L1L2Plus`
+    already computed for this step's loss; those are used as they are.
+
     Example:
 
     >>> import keras, keras_l1l2plus as kl
@@ -84,7 +92,11 @@ def penalty_terms(model: keras.layers.Layer, *, per_layer: bool = False) -> dict
         if split is None:
             penalty = penalty + ops.cast(ops.sum(regularizer(owned.variable)), "float32")
             continue
-        l1_term, l2_term = (ops.cast(t, "float32") for t in split.terms(owned.variable))
+        if recorded is not None and id(owned.variable) in recorded and split is regularizer:
+            pair = recorded[id(owned.variable)]
+        else:
+            pair = split.terms(owned.variable)
+        l1_term, l2_term = (ops.cast(t, "float32") for t in pair)
         penalty = penalty + l1_term + l2_term
         for kind, value in (("l1", l1_term), ("l2", l2_term)):
             name = f"{kind}_{owned.role}"

@@ -148,23 +148,20 @@ def test_total_penalty_matches_seed_formulas(case):
             assert variable.regularizer is None
 
 
-def test_recurrent_kernels_and_separable_kernels_are_weights():
-    model = _seq((5, 3), L.LSTM(4))
-    kl.regularize(model, l1_weight=0.1, l1_bias=0.2)
+@pytest.mark.parametrize(
+    "layer,expected",
+    [
+        (lambda: _seq((5, 3), L.LSTM(4)), {"kernel": "w", "recurrent_kernel": "w", "bias": "b"}),
+        (lambda: _seq((6, 6, 2), L.SeparableConv2D(3, 3)),
+         {"depthwise_kernel": "w", "pointwise_kernel": "w", "bias": "b"}),
+    ],
+    ids=["LSTM", "SeparableConv2D"],
+)
+def test_recurrent_kernels_and_separable_kernels_are_weights(layer, expected):
+    model = kl.regularize(layer(), l1_weight=0.1, l1_bias=0.2)
     regs = {v.path.split("/")[-1]: v.regularizer for v in model.trainable_weights}
-    assert regs == {
-        "kernel": L1L2Plus(l1=0.1),
-        "recurrent_kernel": L1L2Plus(l1=0.1),
-        "bias": L1L2Plus(l1=0.2),
-    }
-    model = _seq((6, 6, 2), L.SeparableConv2D(3, 3))
-    kl.regularize(model, l2_weight=0.1, l2_bias=0.2)
-    regs = {v.path.split("/")[-1]: v.regularizer for v in model.trainable_weights}
-    assert regs == {
-        "depthwise_kernel": L1L2Plus(l2=0.1),
-        "pointwise_kernel": L1L2Plus(l2=0.1),
-        "bias": L1L2Plus(l2=0.2),
-    }
+    by_role = {"w": L1L2Plus(l1=0.1), "b": L1L2Plus(l1=0.2)}
+    assert regs == {name: by_role[role] for name, role in expected.items()}
 
 
 def test_normalization_option_regularizes_gamma_as_weight_and_beta_as_bias():

@@ -1,0 +1,34 @@
+"""The benchmark script runs (in its quick mode) and writes its tables, so it never rots."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
+    out_file = tmp_path / "bench.md"
+    fresh_python(
+        f"""
+        import sys, runpy
+        sys.argv = [{str(RUN)!r}, "--quick", "--out", {str(out_file)!r}]
+        runpy.run_path({str(RUN)!r}, run_name="__main__")
+        """,
+        timeout=600,
+    )
+    text = out_file.read_text()
+    for heading in ("Train step: no regularization, Keras L1L2, L1L2Plus",
+                    "PenaltyLogger overhead", "Proximal L1 step", "Scaling with model size",
+                    "penalty_terms throughput"):
+        assert heading in text, heading
+    assert "Machine: " in text and "TensorFlow" in text and "Keras" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    for contender in ("| keras |", "| plus |", "| plus / keras |", "PenaltyLogger('batch')",
+                      "NumPy abs().sum() + square().sum()"):
+        assert any(contender in row for row in rows), contender
+    # Every ratio cell is a number with its spread, or the baseline.
+    ratio_cells = [row.split("|")[5].strip() for row in rows if row.count("|") == 7 and "ms/step" not in row]
+    assert ratio_cells and all(c == "1 (baseline)" or "–" in c for c in ratio_cells)
