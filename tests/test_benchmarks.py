@@ -29,6 +29,8 @@ def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
     for contender in ("| keras |", "| plus |", "| plus / keras |", "PenaltyLogger('batch')",
                       "NumPy abs().sum() + square().sum()"):
         assert any(contender in row for row in rows), contender
-    # Every ratio cell is a number with its spread, or the baseline.
-    ratio_cells = [row.split("|")[5].strip() for row in rows if row.count("|") == 7 and "ms/step" not in row]
-    assert ratio_cells and all(c == "1 (baseline)" or "–" in c for c in ratio_cells)
+    assert any("again (A/A)" in row for row in rows)
+    # Every ratio cell (wall and CPU time) is a number with its spread, or the baseline.
+    table_rows = [row for row in rows if row.count("|") == 8 and "ms/step" not in row]
+    cells = [c.strip() for row in table_rows for c in row.split("|")[5:7]]
+    assert cells and all(c == "1 (baseline)" or "–" in c for c in cells)

@@ -189,6 +189,19 @@ def test_l1_counts_once_in_the_loss_and_not_in_the_gradient():
     np.testing.assert_allclose(tape.gradient(penalty, v), 2 * 0.2 * v.numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("zero_grad", [0.0, 1.0, -0.5])
+def test_zero_grad_is_accepted_and_unused_in_proximal_mode(zero_grad):
+    reg = L1L2Plus(l1=0.3, zero_grad=zero_grad, proximal=True)
+    v = tf.Variable([0.0, 1.0, -2.0, 0.0])
+    with tf.GradientTape() as tape:
+        penalty = reg(v)
+    assert float(penalty) == pytest.approx(0.9, rel=1e-6)
+    grad = tape.gradient(penalty, v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    np.testing.assert_array_equal(grad, np.zeros(4, "float32"))
+    # The proximal step keeps exact zeros where the data gradient is small.
+    np.testing.assert_array_equal(soft_threshold(v.numpy() - 0.01, 0.3).numpy()[[0, 3]], [0.0, 0.0])
+
+
 def test_loss_logs_include_the_l1_term_once():
     x, y = regression_problem(n=40)
     model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_regularizer=L1L2Plus(l1=0.5, proximal=True))])
