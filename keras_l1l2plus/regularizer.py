@@ -135,9 +135,12 @@ def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            slope = ops.where(
-                ops.equal(x, 0), ops.cast(zero_grad, x.dtype), ops.sign(x)
-            )
+            if zero_grad == 0:  # sign(0) is already 0: one pass over x, as for abs
+                slope = ops.sign(x)
+            else:
+                slope = ops.where(
+                    ops.equal(x, 0), ops.cast(zero_grad, x.dtype), ops.sign(x)
+                )
             return ops.cast(upstream, x.dtype) * slope
 
         return ops.sum(ops.absolute(ops.cast(x, acc))), grad
