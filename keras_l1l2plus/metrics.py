@@ -20,6 +20,7 @@ the logs Keras hands to every callback, whatever their order.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any
 
@@ -136,11 +137,8 @@ def install(model: Any, *, per_layer: bool = False) -> PenaltyMetric:
     dropped so that the next step is traced with the metric in it.
     """
     uninstall(model)
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:
-        with strategy.scope():
-            metric = PenaltyMetric(model, per_layer=per_layer)
-    else:
+    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         metric = PenaltyMetric(model, per_layer=per_layer)
 
     compute_loss = model.compute_loss  # the bound method, overrides included
