@@ -6,9 +6,18 @@
 
 from keras_l1l2plus.apply import regularize
 from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1
+from keras_l1l2plus.proximal import ProximalOptimizer
 from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.terms import penalty_terms
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["L1L2Plus", "PenaltyLogger", "ProximalL1", "penalty_terms", "regularize", "__version__"]
+__all__ = [
+    "L1L2Plus",
+    "PenaltyLogger",
+    "ProximalL1",
+    "ProximalOptimizer",
+    "penalty_terms",
+    "regularize",
+    "__version__",
+]

@@ -16,7 +16,8 @@ import keras
 
 from keras_l1l2plus.regularizer import L1L2Plus, validate_flag, validate_penalty, validate_zero_grad
 from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
-from keras_l1l2plus.steps import drop_step_functions
+from keras_l1l2plus import _keras
+from keras_l1l2plus.steps import retrace
 
 __all__ = ["regularize"]
 
@@ -29,7 +30,12 @@ def _exclusion(exclude: Exclude) -> tuple[Callable[[Any], bool], list[str]]:
         return (lambda layer: False), []
     if callable(exclude):
         return exclude, []
-    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    if isinstance(exclude, str):
+        patterns = [exclude]
+    elif isinstance(exclude, (list, tuple, set, frozenset)):
+        patterns = list(exclude)
+    else:
+        patterns = [exclude]
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise TypeError(
@@ -65,7 +71,8 @@ def regularize(
 
     - Built or not: on a built model `model.losses` holds the new penalty at
       once, and a compiled (or trained) model trains with it from its next
-      `fit` (its compiled step functions are dropped, to be traced again).
+      step, mid-`fit` too (its step functions are rebuilt with
+      `make_train_function(force=True)` and traced again).
     - Kept: the layers' own regularizer attributes (`kernel_regularizer`,
       `bias_regularizer`, ...) are set too, so the penalty survives `.keras`
       saving, `clone_model` and `to_json`. A variable of a layer that has no
@@ -73,8 +80,11 @@ def regularize(
     - Replaces, never stacks: the selected variables' regularizers (Keras's
       own included) are replaced; where both λs of a role are 0 the
       regularizer is removed.
-    - Skips non-trainable variables and frozen layers (they stay frozen), and
-      normalization layers (BatchNormalization, LayerNormalization,
+    - Frozen layers are regularized too, and stay frozen: Keras counts a
+      regularizer only while its variable is trainable, so their penalty
+      starts when they are unfrozen for fine-tuning (and the model
+      recompiled, as Keras requires). Non-trainable variables (moving
+      statistics) are skipped, and so are normalization layers (BatchNormalization, LayerNormalization,
       GroupNormalization, RMSNormalization) unless `normalization=True`, which
       regularizes their scale `gamma` as a weight and offset `beta` as a bias.
 
@@ -98,8 +108,8 @@ def regularize(
         normalization: also regularize normalization layers' gamma and beta.
         proximal_weight, proximal_bias: apply L1 to the weights, the biases by
             a proximal step that sets them exactly to zero instead of by its
-            gradient (`L1L2Plus(proximal=True)`; train with the `ProximalL1`
-            callback).
+            gradient (`L1L2Plus(proximal=True)`; compile with a
+            `ProximalOptimizer`, which takes the step).
 
     Returns:
         `model`, regularized in place.
@@ -150,7 +160,7 @@ def regularize(
 
     unsaved = []
     for layer, excluded in layers:
-        if excluded or not layer.trainable:
+        if excluded:
             continue
         if is_normalization(layer) and not normalization:
             continue
@@ -158,7 +168,7 @@ def regularize(
         for attribute, attribute_role in attributes.items():
             setattr(layer, attribute, regularizer_for(attribute_role))
         stems = {a.lstrip("_")[: -len("_regularizer")] for a in attributes}
-        for variable in layer._trainable_variables:
+        for variable in _keras.own_trainable_variables(layer):
             variable.regularizer = regularizer_for(role(layer, variable.name))
             if not _has_attribute_for(variable.name, stems):
                 unsaved.append(variable.path)
@@ -169,7 +179,7 @@ def regularize(
             f"have the penalty on them: {unsaved}",
             stacklevel=2,
         )
-    drop_step_functions(model)
+    retrace(model)
     return model
 
 

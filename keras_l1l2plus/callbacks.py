@@ -5,24 +5,25 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import Any, Union
 
 import keras
 
-from keras_l1l2plus import metrics, proximal
+from keras_l1l2plus import metrics
+from keras_l1l2plus.proximal import proximal_l1, uses_proximal_step
 from keras_l1l2plus.regularizer import validate_flag
 from keras_l1l2plus.roles import owned_trainable_variables
-from keras_l1l2plus.steps import drop_step_functions
 
 __all__ = ["PenaltyLogger", "ProximalL1"]
 
 
 def _validate_update_freq(update_freq: Any) -> Union[str, int]:
-    if update_freq in ("batch", "epoch"):
+    if isinstance(update_freq, str) and update_freq in ("batch", "epoch"):
         return update_freq
-    if isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq >= 1:
-        return update_freq
+    if isinstance(update_freq, numbers.Integral) and not isinstance(update_freq, bool) and update_freq >= 1:
+        return int(update_freq)
     raise ValueError(
         'Invalid value for argument `update_freq`: expected "batch", "epoch" or an '
         f"integer ≥ 1 (every N batches). Received: update_freq={update_freq!r}"
@@ -72,8 +73,9 @@ class PenaltyLogger(keras.callbacks.Callback):
         per_layer: also log `"<term>/<layer>"` for every regularized layer.
     """
 
-    # Its batch hook only drops keys from the logs: Keras may run it off the
-    # training thread without waiting for it.
+    # Its batch-end hook only drops keys from the logs: Keras may run it off
+    # the training thread. (Batch-begin hooks, which claim the steps, always
+    # run on it, right before the step.)
     async_safe = True
 
     def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False):
@@ -81,33 +83,52 @@ class PenaltyLogger(keras.callbacks.Callback):
         self.update_freq = _validate_update_freq(update_freq)
         self.per_layer = validate_flag(per_layer, "per_layer")
         self._keys: tuple[str, ...] = ()
-        self._checked_proximal = False
+        self._attachment: metrics.Attachment | None = None
+        self._evaluating_only = False
 
-    def on_train_begin(self, logs=None):
+    def _attach(self) -> None:
         model = self.model
         if not any(o.variable.regularizer is not None for o in owned_trainable_variables(model)):
             warnings.warn(
                 f"PenaltyLogger: model {model.name!r} has no regularized trainable variable; "
                 "every penalty term is logged as 0 and data_loss equals loss. Add "
                 "regularizers with keras_l1l2plus.regularize(model, ...) or L1L2Plus.",
-                stacklevel=2,
+                stacklevel=3,
             )
-        self._checked_proximal = False
-        metric = metrics.install(model, per_layer=self.per_layer)
-        self._keys = metric.keys
-        model.make_train_function(force=True)
+        if any(proximal_l1(o.variable) for o in owned_trainable_variables(model)) and not uses_proximal_step(
+            getattr(model, "optimizer", None)
+        ):
+            warnings.warn(
+                "PenaltyLogger: the model has proximal L1L2Plus regularizers but its optimizer is "
+                "not a ProximalOptimizer, so their L1 term does not act on training. Compile with "
+                "optimizer=keras_l1l2plus.ProximalOptimizer(<your optimizer>).",
+                stacklevel=3,
+            )
+        self._attachment = metrics.attachment(model)
+        self._keys = self._attachment.attach(self).keys
 
-    def on_epoch_begin(self, epoch, logs=None):
-        # After every callback's on_train_begin: ProximalL1 may come later in the list.
-        if not self._checked_proximal:
-            self._checked_proximal = True
-            if proximal.proximal_variables(self.model) and not proximal.installed(self.model):
-                warnings.warn(
-                    "PenaltyLogger: the model has proximal L1L2Plus regularizers but no ProximalL1 "
-                    "callback applies their step, so their L1 term does not act on training. "
-                    "Add keras_l1l2plus.ProximalL1() to the callbacks.",
-                    stacklevel=2,
-                )
+    def _detach(self) -> None:
+        if self._attachment is not None and self._attachment.owner is self:
+            self._attachment.detach()
+        self._attachment = None
+
+    def on_train_begin(self, logs=None):
+        self._evaluating_only = False
+        self._attach()
+
+    def on_test_begin(self, logs=None):
+        # evaluate(callbacks=[PenaltyLogger()]) on its own; inside fit it is attached already.
+        if self._attachment is None or self._attachment.owner is not self:
+            self._evaluating_only = True
+            self._attach()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._attachment is not None and self._attachment.owner is self:
+            self._attachment.claim("train")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if self._attachment is not None and self._attachment.owner is self:
+            self._attachment.claim("test")
 
     def on_train_batch_end(self, batch, logs=None):
         if logs is None or self.update_freq == "batch":
@@ -116,45 +137,25 @@ class PenaltyLogger(keras.callbacks.Callback):
             for key in self._keys:
                 logs.pop(key, None)
 
+    def on_test_end(self, logs=None):
+        if self._evaluating_only:
+            self._evaluating_only = False
+            self._detach()
+
     def on_train_end(self, logs=None):
-        metrics.uninstall(self.model)
+        self._detach()
 
 
-class ProximalL1(keras.callbacks.Callback):
-    """Applies the proximal L1 step of `L1L2Plus(..., proximal=True)` during `fit`.
+class ProximalL1:
+    """Removed: the proximal step is part of the optimizer's update now.
 
-    After every optimizer update, each variable with a proximal L1L2Plus
-    regularizer is soft-thresholded:
-
-        w ← sign(w) · max(|w| − η·l1, 0)
-
-    with η the optimizer's step size at that update (the learning rate for
-    SGD, schedules included: exactly proximal gradient descent; a
-    per-coordinate step for Adam, RMSprop and Adagrad; see
-    `keras_l1l2plus.proximal`). So L1 sets weights exactly to zero.
-
-    The step is installed as the variables' constraint for the length of
-    `fit`, so Keras runs it inside the train step, at every step, on every
-    replica and under XLA; the variables' own constraints still apply after
-    it. The model is left as it was at the end of `fit`.
-
-    Example:
-
-    ```python
-    model = kl.regularize(model, l1_weight=1e-3, proximal_weight=True)
-    model.fit(x, y, callbacks=[kl.ProximalL1(), kl.PenaltyLogger()])
-    ```
+    Compile with `keras_l1l2plus.ProximalOptimizer(<optimizer>)` instead of
+    passing this callback to `fit`.
     """
 
-    def on_train_begin(self, logs=None):
-        if proximal.install(self.model) == 0:
-            warnings.warn(
-                f"ProximalL1: model {self.model.name!r} has no L1L2Plus regularizer with "
-                "proximal=True and l1 > 0; nothing to do.",
-                stacklevel=2,
-            )
-        self.model.make_train_function(force=True)
-
-    def on_train_end(self, logs=None):
-        proximal.uninstall(self.model)
-        drop_step_functions(self.model)
+    def __init__(self, *args, **kwargs):
+        raise TypeError(
+            "keras_l1l2plus.ProximalL1 was removed in 0.2: the proximal L1 step is part of the "
+            "optimizer's update. Compile with optimizer=keras_l1l2plus.ProximalOptimizer(<your "
+            "optimizer>) and drop the callback."
+        )

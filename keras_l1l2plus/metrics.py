@@ -1,4 +1,4 @@
-"""The penalty terms as metrics computed inside Keras's train and test steps.
+"""The penalty terms as a metric computed inside Keras's train and test steps, and its attachment.
 
 Keras's `loss` is a running mean, over the steps of an epoch, of each step's
 total loss, weighted by batch size. `PenaltyMetric` keeps the same running
@@ -12,45 +12,37 @@ before the optimizer's update) and with the same batch-size weights, so that
 `loss == data_loss + penalty` at every logged point. In evaluation the same
 metric gives `val_data_loss = val_loss − penalty` at the evaluated weights.
 
-`install` hooks it into a model: it wraps the model's `compute_loss`, which
-Keras's `train_step` and `test_step` call inside the step (on every replica,
-under XLA too), and adds the metric to `model.metrics`, so its values are in
-the logs Keras hands to every callback, whatever their order.
+`Attachment` is a `PenaltyLogger`'s hold on a model. While attached, the
+model's `compute_loss` records the terms of each step's loss into the metric,
+the metric is among `model.metrics` (so its values are in the logs Keras hands
+to every callback, whatever their order), and the model's step functions are
+`steps.StepSwitch`es. A step runs logged only when the logger claimed it just
+before; any other call of the model's step functions, and any reset of the
+metric after the model was recompiled, detaches everything. So a `fit` that
+raises leaves nothing that a later `fit`, `evaluate` or `train_on_batch`
+would run. The traced logged and plain steps are kept for the next logged
+`fit` (no retrace) until the model is recompiled or regularized anew.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import keras
 from keras import ops
 
+from keras_l1l2plus import _keras
 from keras_l1l2plus.regularizer import recording_terms
-from keras_l1l2plus.steps import drop_step_functions
+from keras_l1l2plus.steps import KINDS, StepSwitch
 from keras_l1l2plus.terms import penalty_terms, sparsity
 
-try:
-    # Keras's EarlyStopping, ModelCheckpoint and ReduceLROnPlateau infer a
-    # monitored metric's direction (mode="auto") only from the sub-metrics of
-    # this container class; being one lets them monitor "val_data_loss".
-    from keras.src.trainers.compile_utils import MetricsList as _MetricContainer
-except ImportError:  # pragma: no cover - other Keras layouts: pass mode="min"
-    _MetricContainer = keras.metrics.Metric
+__all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
-__all__ = ["PenaltyMetric", "install", "installed", "uninstall"]
-
-_ATTRIBUTE = "_keras_l1l2plus_penalty_metric"
-
-
-def _num_replicas() -> int:
-    """Replicas in sync under `tf.distribute` (1 elsewhere), as Keras counts them."""
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
+_ATTRIBUTE = "_keras_l1l2plus_attachment"
+_ABSENT = object()
 
 
 class _LowerIsBetter(keras.metrics.Metric):
@@ -65,16 +57,20 @@ class _LowerIsBetter(keras.metrics.Metric):
         return ops.zeros(())
 
 
-class PenaltyMetric(_MetricContainer):
+class PenaltyMetric(_keras.MetricContainer):
     """Running means of the penalty terms and the data loss, and the sparsity.
 
-    `update_state(loss, batch_size, recorded)` takes the terms of this step's
-    loss (`penalty_terms`, reusing what the `L1L2Plus` calls of the loss
-    recorded, so nothing is computed twice), adds `data_loss = loss −
-    penalty`, and accumulates every value times `batch_size`; `result()` is
-    the dict of totals / Σ batch_size. One vector variable holds all totals. `sparsity_weight` and `sparsity_bias` (see
-    `keras_l1l2plus.terms.sparsity`) are not averaged: they are the values at
-    the weights of the latest step.
+    `add_step(loss, batch_size, recorded)` takes the terms of one step's loss
+    (`penalty_terms`, reusing what the `L1L2Plus` calls of that loss recorded,
+    so nothing is computed twice), adds `data_loss = loss − penalty`, and
+    accumulates every value times `batch_size`; `result()` is the dict of
+    totals / Σ batch_size. `sparsity_weight` and `sparsity_bias` (see
+    `keras_l1l2plus.terms.sparsity`) are not averaged: they are the values
+    at the weights of the latest step.
+
+    `update_state(...)` does nothing: the terms come from the step's loss,
+    not from `(y, y_pred)`, so a custom `train_step` that updates every
+    metric of `model.metrics` with `(y, y_pred)` leaves this one exact.
     """
 
     def __init__(self, model: Any, *, per_layer: bool = False, name: str = "penalty_terms"):
@@ -91,10 +87,17 @@ class PenaltyMetric(_MetricContainer):
         self._latest = self.add_variable(
             shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest"
         )
+        self.on_reset: Callable[[], None] | None = None
+        self._warned_keys = False
 
-    def update_state(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
+    def update_state(self, *args, **kwargs) -> None:
+        """Ignored: see the class docstring."""
+
+    def add_step(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
         """Adds one step: its loss, batch size, and the terms its loss recorded."""
         terms = self._terms(recorded)
+        if tuple(terms) != self.mean_keys[:-1]:
+            terms = self._same_keys(terms)
         loss = ops.cast(ops.sum(loss), "float32")
         values = ops.stack([*terms.values(), loss - terms["penalty"]])
         batch_size = ops.cast(batch_size, "float32")
@@ -102,9 +105,25 @@ class PenaltyMetric(_MetricContainer):
         self._count.assign_add(batch_size)
         self._latest.assign(ops.stack(list(self._sparsity().values())))
 
+    def _same_keys(self, terms: dict) -> dict:
+        """`terms` on this metric's keys, after `regularize` changed the layers mid-fit."""
+        if not self._warned_keys:
+            self._warned_keys = True
+            warnings.warn(
+                "PenaltyLogger(per_layer=True): the regularized layers changed during fit; "
+                "per-layer keys stay those of the fit's start (the totals stay exact). "
+                "The new layers show from the next fit.",
+                stacklevel=2,
+            )
+        zero = ops.zeros((), dtype="float32")
+        return {key: terms.get(key, zero) for key in self.mean_keys[:-1]}
+
     def reset_state(self) -> None:
-        for variable in (self._totals, self._count, self._latest):
-            variable.assign(ops.zeros_like(variable))
+        self._totals.assign(ops.zeros(self._totals.shape, "float32"))
+        self._count.assign(ops.zeros((), "float32"))
+        self._latest.assign(ops.zeros(self._latest.shape, "float32"))
+        if self.on_reset is not None:
+            self.on_reset()
 
     def result(self) -> dict[str, Any]:
         means = ops.divide(self._totals, ops.maximum(self._count, 1.0))
@@ -113,7 +132,7 @@ class PenaltyMetric(_MetricContainer):
         return result
 
     def get_config(self) -> dict[str, Any]:
-        # Lives only while installed by PenaltyLogger; it is not saved.
+        # Lives only while a PenaltyLogger is attached; it is not saved.
         return {"name": self.name}
 
 
@@ -125,54 +144,148 @@ def _batch_size(x: Any, y_pred: Any) -> Any:
     return 1
 
 
-def installed(model: Any) -> PenaltyMetric | None:
-    """The metric installed on `model`, if any."""
-    return getattr(model, _ATTRIBUTE, None)
+class Attachment:
+    """A `PenaltyLogger`'s hold on one model: the metric, the loss hook, the step switches.
 
-
-def install(model: Any, *, per_layer: bool = False) -> PenaltyMetric:
-    """Computes the penalty terms in `model`'s train and test steps from now on.
-
-    Replaces an earlier installation. The model's compiled step functions are
-    dropped so that the next step is traced with the metric in it.
+    Created once per model and kept (inert) between fits, so that the traced
+    steps are reused; `attached` is True only while a logger holds it.
     """
-    uninstall(model)
-    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        metric = PenaltyMetric(model, per_layer=per_layer)
 
-    compute_loss = model.compute_loss  # the bound method, overrides included
-    has_training_arg = "training" in inspect.signature(compute_loss).parameters
+    def __init__(self, model: Any):
+        self.model = model
+        self.metric: PenaltyMetric | None = None
+        self.per_layer = False
+        self.switches: dict[str, StepSwitch] = {}
+        self.owner: Any = None
+        self.attached = False
+        self._claims: set[str] = set()
+        self._user_compute_loss: Any = _ABSENT
+        self._loss_calls = 0
 
-    def compute_loss_with_penalty_terms(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        with recording_terms() as recorded:
-            if has_training_arg:
-                loss = compute_loss(x, y, y_pred, sample_weight, training=training)
-            else:
-                loss = compute_loss(x, y, y_pred, sample_weight)
-        if loss is not None:
-            # Keras divides the loss by the replica count; its loss tracker
-            # multiplies it back, and so does this metric.
-            metric.update_state(loss * _num_replicas(), _batch_size(x, y_pred), recorded)
-        return loss
+    # --- attach / detach -------------------------------------------------
 
-    object.__setattr__(model, "compute_loss", compute_loss_with_penalty_terms)
-    object.__setattr__(model, _ATTRIBUTE, metric)
-    model._compute_loss_has_training_arg = True
-    model._metrics.append(metric)
-    drop_step_functions(model)
-    return metric
+    def attach(self, logger: Any) -> PenaltyMetric:
+        """Makes `model`'s steps compute the terms, for `logger`'s fit or evaluate."""
+        if self.attached:
+            owner = self.owner
+            if owner is not None and owner is not logger and owner.params and owner.params is logger.params:
+                raise ValueError(
+                    "Two PenaltyLogger callbacks in one call of fit/evaluate: pass one. "
+                    f"Received: {owner!r} and {logger!r}"
+                )
+            self.detach()  # left by a call that raised, or by this logger
+        model = self.model
+        if self.metric is None or self.per_layer != logger.per_layer:
+            strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                self.metric = PenaltyMetric(model, per_layer=logger.per_layer)
+            self.metric.on_reset = self._on_reset
+            self.per_layer = logger.per_layer
+            self.switches = {}  # traced with another metric
+        self._hook_compute_loss()
+        _keras.add_model_metric(model, self.metric)
+        for kind in KINDS:
+            current = getattr(model, f"{kind}_function", None)
+            switch = self.switches.get(kind)
+            if switch is None or current is not switch.plain:
+                switch = self.switches[kind] = StepSwitch(self, model, kind, current)
+            setattr(model, f"{kind}_function", switch)
+        self.owner = logger
+        self.attached = True
+        self._claims.clear()
+        self.metric.reset_state()
+        return self.metric
+
+    def detach(self) -> None:
+        """Gives the model back exactly what it had: its metrics, compute_loss and step functions."""
+        if not self.attached:
+            return
+        model = self.model
+        _keras.remove_model_metric(model, self.metric)
+        if self._user_compute_loss is _ABSENT:
+            object.__delattr__(model, "compute_loss")
+        else:
+            object.__setattr__(model, "compute_loss", self._user_compute_loss)
+        _keras.compute_loss_accepts_training(model, _takes_training(model.compute_loss))
+        for kind, switch in self.switches.items():
+            if getattr(model, f"{kind}_function", None) is switch:
+                setattr(model, f"{kind}_function", switch.plain)
+        self.owner = None
+        self.attached = False
+        self._claims.clear()
+
+    def _hook_compute_loss(self) -> None:
+        model = self.model
+        self._user_compute_loss = vars(model).get("compute_loss", _ABSENT)
+        compute_loss = model.compute_loss  # the bound method, overrides included
+        has_training_arg = _takes_training(compute_loss)
+        metric = self.metric
+
+        def compute_loss_with_penalty_terms(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            with recording_terms() as recorded:
+                if has_training_arg:
+                    loss = compute_loss(x, y, y_pred, sample_weight, training=training)
+                else:
+                    loss = compute_loss(x, y, y_pred, sample_weight)
+            self._loss_calls += 1
+            if loss is not None:
+                # Keras divides the loss by the replica count; its loss tracker
+                # multiplies it back, and so does this metric.
+                metric.add_step(loss * _keras.num_replicas(), _batch_size(x, y_pred), recorded)
+            return loss
+
+        object.__setattr__(model, "compute_loss", compute_loss_with_penalty_terms)
+        _keras.compute_loss_accepts_training(model, True)
+
+    # --- per step ----------------------------------------------------------
+
+    def claim(self, kind: str) -> None:
+        """The next call of the model's `kind` step function is the logger's."""
+        self._claims.add(kind)
+
+    def claimed(self, kind: str) -> bool:
+        """Consumes the claim on `kind`; False if there was none."""
+        if kind in self._claims:
+            self._claims.discard(kind)
+            return True
+        return False
+
+    def metric_state_positions(self) -> list[int]:
+        """Where the metric's variables sit in `model.metrics_variables`."""
+        ours = {id(v) for v in self.metric.variables}
+        return [i for i, v in enumerate(self.model.metrics_variables) if id(v) in ours]
+
+    def check_first_logged_call(self, kind: str, run: Callable[[], Any]) -> Any:
+        """Runs a step function's first logged call; an error if it never called compute_loss."""
+        before = self._loss_calls
+        outputs = run()
+        if self._loss_calls == before:
+            raise RuntimeError(
+                f"PenaltyLogger: {type(self.model).__name__}.{kind}_step never called "
+                "compute_loss, so the penalty terms of its loss cannot be logged. Call "
+                "`self.compute_loss(x, y, y_pred, sample_weight)` in the step (as Keras's own "
+                f"{kind}_step does), or log `keras_l1l2plus.penalty_terms(self)` from it yourself."
+            )
+        return outputs
+
+    def _on_reset(self) -> None:
+        """At every reset of the metric (each epoch, each evaluate): drop stale claims;
+        detach if the model was recompiled since (its step functions are no longer ours)."""
+        self._claims.clear()
+        if self.attached and any(
+            getattr(self.model, f"{kind}_function", None) is not switch for kind, switch in self.switches.items()
+        ):
+            self.detach()
 
 
-def uninstall(model: Any) -> None:
-    """Removes the metric and the `compute_loss` wrapper `install` added."""
-    metric = installed(model)
-    if metric is None:
-        return
-    model._metrics[:] = [m for m in model._metrics if m is not metric]
-    object.__delattr__(model, "compute_loss")
-    object.__delattr__(model, _ATTRIBUTE)
-    model._compute_loss_has_training_arg = (
-        "training" in inspect.signature(model.compute_loss).parameters
-    )
-    drop_step_functions(model)
+def _takes_training(compute_loss: Callable) -> bool:
+    return "training" in inspect.signature(compute_loss).parameters
+
+
+def attachment(model: Any) -> Attachment:
+    """The model's `Attachment`, created on first use (kept on the model, untracked by Keras)."""
+    found = vars(model).get(_ATTRIBUTE)
+    if found is None:
+        found = Attachment(model)
+        object.__setattr__(model, _ATTRIBUTE, found)
+    return found

@@ -1,4 +1,4 @@
-"""The proximal L1 step: L1 that sets weights exactly to zero.
+"""The proximal L1 step: L1 that sets weights exactly to zero, in the optimizer's update.
 
 A (sub)gradient step on λ·|w| moves a weight by ±η·λ and so never lands on
 zero: it hovers around it. Proximal gradient descent (ISTA; Beck & Teboulle,
@@ -8,28 +8,45 @@ proximal operator of η·λ·|w|, soft thresholding:
 
     w ← sign(w) · max(|w| − η·λ1, 0)
 
-where η is the step size the optimizer just took. With SGD, η is the learning
-rate at that step (schedules included), and this is exactly ISTA. With an
-adaptive optimizer the step is preconditioned, so the threshold is too, per
-coordinate: the preconditioned proximal step of ProxGen (Yun, Lozano & Yang,
-"Adaptive Proximal Gradient Methods for Structured Neural Networks",
-NeurIPS 2021):
+where η is the step size the optimizer just took. `ProximalOptimizer` wraps
+any Keras optimizer (as `LossScaleOptimizer` does, and as optax chains a
+proximal transform after `adam`): it applies the inner optimizer's update,
+then this step to every variable whose regularizer is an
+`L1L2Plus(..., proximal=True)`. The step is therefore part of the update
+wherever the update runs: `fit`, a custom `GradientTape` loop,
+`steps_per_execution`, XLA, `tf.distribute`, every backend.
 
-    Adam, AdamW   η_i = lr · √(1 − β2^t) / (√v_i + ε)     (v: v̂max with amsgrad)
-    RMSprop       η_i = lr / √(v_i + ε)                   (centered: √(v_i − ḡ_i² + ε))
+Step sizes (`threshold="adaptive"`, the default):
+
+    SGD           η   = lr                                   (exactly ISTA)
+    Adam, AdamW   η_i = lr · √(1 − β2^t) / (√v_i + ε)        (v: v̂max with amsgrad)
+    RMSprop       η_i = lr / √(v_i + ε)                      (centered: √(v_i − ḡ_i² + ε))
     Adagrad       η_i = lr / √(a_i + ε)
-    SGD, others   η   = lr
+    others        η   = lr, with a warning
 
-(η_i is what the optimizer multiplies its debiased gradient estimate by.)
-For the adaptive ones this is the exact proximal step of the quadratic model
-that the optimizer minimises at that step, not a guarantee of converging to
-the L1-regularized optimum: it is what makes weights exactly zero under Adam.
+For the adaptive optimizers this is the preconditioned proximal step of
+ProxGen (Yun, Lozano & Yang, "Adaptive Proximal Gradient Methods for
+Structured Neural Networks", NeurIPS 2021): the exact proximal step of the
+quadratic model the optimizer minimises at that step. It makes exact zeros
+under Adam; it is not a guarantee of reaching the L1 optimum.
 
-The step runs inside the optimizer's update, as a variable constraint: Keras
-applies constraints right after each update, on every backend, in every
-replica under `tf.distribute`, under XLA and at every step of
-`steps_per_execution`. The L1 term of a proximal `L1L2Plus` still counts in the
-loss and the logs but has no gradient, so L1 is never applied twice.
+A coordinate that has never had a non-zero gradient has no second-moment
+estimate (v_i = 0): ProxGen's η_i would be lr·√(1−β2^t)/ε, about 3·10⁵·lr
+with Keras's ε = 1e-7, which wipes out an embedding row a batch never saw in
+a few steps. Such coordinates take η = lr instead, as under SGD: weights the
+data has not reached yet shrink at the plain ISTA rate, no faster.
+
+`threshold="decoupled"` uses η = lr for every coordinate and every
+optimizer: L1's counterpart of AdamW's decoupled weight decay. It is a
+different regularizer from λ1·Σ|w| in the loss under adaptive optimizers
+(what it zeroes depends on the gradients' signal-to-noise ratio), and the
+same one under SGD.
+
+Gradient accumulation: the step runs once per real update, with that
+update's η (accumulate-only steps leave the variables alone). EMA
+(`use_ema=True`): Keras replaces the weights by their moving average at the
+end of `fit`; that average is restricted to the final weights' support, so the
+returned model keeps exactly the zeros the logs report.
 """
 
 from __future__ import annotations
@@ -40,119 +57,220 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_l1l2plus.roles import owned_trainable_variables
+from keras_l1l2plus import _keras
 from keras_l1l2plus.terms import as_l1l2plus
 
-__all__ = ["ProximalL1Constraint", "install", "installed", "proximal_variables", "soft_threshold", "step_size", "uninstall"]
+__all__ = ["ProximalOptimizer", "proximal_l1", "soft_threshold", "step_size", "uses_proximal_step"]
 
-_ADAPTIVE = ("Adam", "AdamW", "RMSprop", "Adagrad")
-_ORIGINAL = "_keras_l1l2plus_original_constraint"
+THRESHOLDS = ("adaptive", "decoupled")
 
 
 def soft_threshold(w: Any, threshold: Any) -> Any:
-    """sign(w) · max(|w| − threshold, 0): the proximal operator of threshold·|w|."""
+    """sign(w) · max(|w| − threshold, 0): the proximal operator of threshold·|w|.
+
+    With threshold 0 it returns `w` exactly.
+    """
     return ops.sign(w) * ops.maximum(ops.absolute(w) - threshold, 0)
 
 
-def _inner(optimizer: Any) -> Any:
-    """The optimizer that updates the variables (unwraps LossScaleOptimizer)."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
+def proximal_l1(variable: Any) -> float:
+    """λ1 of `variable`'s proximal `L1L2Plus` regularizer; 0.0 when it has none."""
+    regularizer = as_l1l2plus(getattr(variable, "regularizer", None))
+    if regularizer is None or not regularizer.proximal:
+        return 0.0
+    return regularizer.l1
 
 
-def step_size(optimizer: Any, variable: Any) -> Any:
-    """η for `variable` at the step the optimizer is taking: scalar or per coordinate.
+def _preconditioned(lr: Any, denominator: Any, state: Any) -> Any:
+    """lr / denominator, or lr where the second-moment `state` is still 0."""
+    return ops.where(ops.equal(state, 0), lr, lr / denominator)
 
-    Called inside the optimizer's update (before its iteration counter moves),
-    so the learning rate and state are those of this step.
+
+def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, threshold: str = "adaptive") -> Any:
+    """η for `variable` at the update `optimizer` has just applied: scalar or per coordinate.
+
+    `learning_rate` and `step` (t, counted from 1) are those of that update,
+    read before it ran; the optimizer's state is read after it (the v_t the
+    update divided by).
     """
-    optimizer = _inner(optimizer)
     dtype = variable.dtype
-    lr = ops.cast(optimizer.learning_rate, dtype)
-    kind = type(optimizer).__name__
-    if kind in ("Adam", "AdamW"):
-        index = optimizer._get_variable_index(variable)
-        v = (optimizer._velocity_hats if optimizer.amsgrad else optimizer._velocities)[index]
-        t = ops.cast(optimizer.iterations + 1, dtype)
-        correction = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-        return lr * correction / (ops.sqrt(v) + optimizer.epsilon)
-    if kind == "RMSprop":
-        index = optimizer._get_variable_index(variable)
-        v = optimizer._velocities[index]
+    lr = ops.cast(learning_rate, dtype)
+    if threshold == "decoupled":
+        return lr
+    if isinstance(optimizer, keras.optimizers.Adam):  # AdamW and subclasses too
+        v = _keras.optimizer_slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
+        correction = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), ops.cast(step, dtype)))
+        return _preconditioned(lr * correction, ops.sqrt(v) + optimizer.epsilon, v)
+    if isinstance(optimizer, keras.optimizers.RMSprop):
+        v = _keras.optimizer_slot(optimizer, "_velocities", variable)
+        centered = v
         if optimizer.centered:
-            v = v - ops.square(optimizer._average_gradients[index])
-        return lr / ops.sqrt(v + optimizer.epsilon)
-    if kind == "Adagrad":
-        accumulator = optimizer._accumulators[optimizer._get_variable_index(variable)]
-        return lr / ops.sqrt(accumulator + optimizer.epsilon)
+            centered = v - ops.square(_keras.optimizer_slot(optimizer, "_average_gradients", variable))
+        return _preconditioned(lr, ops.sqrt(centered + optimizer.epsilon), v)
+    if isinstance(optimizer, keras.optimizers.Adagrad):
+        a = _keras.optimizer_slot(optimizer, "_accumulators", variable)
+        return _preconditioned(lr, ops.sqrt(a + optimizer.epsilon), a)
     return lr
 
 
-class ProximalL1Constraint(keras.constraints.Constraint):
-    """w ← sign(w)·max(|w| − l1·η, 0), then the variable's own constraint, if any.
+_KNOWN = (keras.optimizers.SGD, keras.optimizers.Adam, keras.optimizers.RMSprop, keras.optimizers.Adagrad)
 
-    Installed on a variable's `constraint` by `install` for the length of a
-    `fit` (its layer's `*_constraint` attribute and config are untouched).
+
+@keras.saving.register_keras_serializable(package="keras_l1l2plus")
+class ProximalOptimizer(keras.optimizers.Optimizer):
+    """Wraps an optimizer so that L1 of proximal `L1L2Plus` regularizers sets weights to zero.
+
+    Each update is the inner optimizer's update, then, for every variable
+    whose regularizer is `L1L2Plus(l1=λ1, ..., proximal=True)`:
+
+        w ← sign(w) · max(|w| − η·λ1, 0)
+
+    with η the step size of that update (the learning rate for SGD: proximal
+    gradient descent, ISTA; per coordinate for Adam, RMSprop, Adagrad; see
+    `keras_l1l2plus.proximal`). The L1 term of those regularizers counts in
+    the loss and the logs but has no gradient, so L1 acts once. A variable's
+    own constraint applies last.
+
+    Everything else is the inner optimizer's: learning rate (and schedules,
+    `ReduceLROnPlateau`), iterations, state, gradient clipping, weight decay,
+    gradient accumulation, EMA. It saves and loads with the model.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_l1l2plus as kl
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model = kl.regularize(model, l1_weight=0.5, proximal_weight=True)
+    >>> model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    >>> x = np.eye(3, dtype="float32"); y = np.zeros((3, 1), "float32")
+    >>> _ = model.fit(x, y, epochs=20, verbose=0)
+    >>> int((model.layers[0].kernel.numpy() == 0).sum())
+    3
+
+    In a custom loop, `optimizer.apply_gradients(zip(grads, variables))`
+    takes the step the same way.
+
+    Args:
+        inner_optimizer: a Keras optimizer, or its name or config
+            (`"adam"`), as `compile` accepts. Not a `LossScaleOptimizer`:
+            mixed precision wraps this one (Keras does it in `compile`).
+        threshold: `"adaptive"` (default): the step size of the update,
+            per coordinate for adaptive optimizers (η = lr where a
+            coordinate has had no gradient yet); `"decoupled"`: η = lr for
+            every coordinate, as AdamW decouples weight decay.
+        name: the optimizer's name.
     """
 
-    def __init__(self, l1: float, optimizer: Any, variable: Any, constraint: Any = None):
-        self.l1 = l1
-        self.optimizer = optimizer
-        self.variable = variable
-        self.constraint = constraint
+    def __init__(self, inner_optimizer: Any, threshold: str = "adaptive", name: str | None = None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                f"ProximalOptimizer does not take {sorted(kwargs)}: set them on the "
+                f"inner optimizer. Received: {kwargs!r}"
+            )
+        try:
+            inner = keras.optimizers.get(inner_optimizer)
+        except (ValueError, TypeError) as error:
+            raise TypeError(
+                "Invalid value for argument `inner_optimizer`: expected a Keras optimizer, "
+                f"its name or its config. Received: inner_optimizer={inner_optimizer!r}"
+            ) from error
+        if isinstance(inner, (ProximalOptimizer, keras.optimizers.LossScaleOptimizer)):
+            raise TypeError(
+                "Invalid value for argument `inner_optimizer`: it is already a "
+                f"{type(inner).__name__}. Wrap the plain optimizer once; under mixed "
+                "precision, LossScaleOptimizer goes outside: "
+                "LossScaleOptimizer(ProximalOptimizer(Adam(...))), which compile() builds. "
+                f"Received: inner_optimizer={inner!r}"
+            )
+        if threshold not in THRESHOLDS:
+            raise ValueError(
+                f"Invalid value for argument `threshold`: expected one of {THRESHOLDS}. "
+                f"Received: threshold={threshold!r}"
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner
+        self.threshold = threshold
+        if threshold == "adaptive" and not isinstance(inner, _KNOWN):
+            warnings.warn(
+                f"ProximalOptimizer: the per-coordinate step size of {type(inner).__name__} is not "
+                "known to keras_l1l2plus, so the threshold is l1 × learning rate (exact for SGD). "
+                'Pass threshold="decoupled" to choose that explicitly.',
+                stacklevel=2,
+            )
 
-    def __call__(self, w):
-        w = ops.convert_to_tensor(w)
-        threshold = ops.cast(self.l1, w.dtype) * ops.cast(step_size(self.optimizer, self.variable), w.dtype)
-        w = soft_threshold(w, threshold)
-        return self.constraint(w) if self.constraint is not None else w
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        inner = self.inner_optimizer
+        targets = [(v, l1) for v, g in zip(variables, grads) if g is not None and (l1 := proximal_l1(v))]
+        if targets:
+            # Of the update about to run: its learning rate and step t, and
+            # whether it is a real update or only accumulates gradients.
+            learning_rate = inner.learning_rate
+            step = inner.iterations + 1
+            real = 1.0
+            if inner.gradient_accumulation_steps:
+                micro_step = _keras.micro_steps(inner) + 1
+                real = ops.cast(ops.equal(micro_step % inner.gradient_accumulation_steps, 0), "float32")
+        inner.apply(grads, trainable_variables)
+        for variable, l1 in targets:
+            eta = step_size(inner, variable, learning_rate, step, self.threshold)
+            threshold = ops.cast(l1 * real, variable.dtype) * eta
+            value = soft_threshold(variable, threshold)
+            if variable.constraint is not None:
+                value = variable.constraint(value)
+            variable.assign(value)
+
+    def finalize_variable_values(self, var_list):
+        """The inner optimizer's (EMA), keeping the zeros of proximal variables."""
+        zeros = [(v, ops.equal(v, 0)) for v in var_list if proximal_l1(v)]
+        self.inner_optimizer.finalize_variable_values(var_list)
+        for variable, zero in zeros:
+            variable.assign(ops.where(zero, ops.zeros_like(variable.value), variable.value))
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
 
     def get_config(self):
-        return {"l1": self.l1}
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
+        return cls(inner, **config)
 
 
-def proximal_variables(model: Any) -> list[tuple[Any, float]]:
-    """`(variable, l1)` for each trainable variable whose regularizer is a proximal L1L2Plus."""
-    found = []
-    for owned in owned_trainable_variables(model):
-        regularizer = as_l1l2plus(owned.variable.regularizer)
-        if regularizer is not None and regularizer.proximal and regularizer.l1 > 0:
-            found.append((owned.variable, regularizer.l1))
-    return found
-
-
-def install(model: Any, optimizer: Any = None) -> int:
-    """Applies the proximal step to `model`'s proximal L1 variables after every update.
-
-    `optimizer` defaults to `model.optimizer`. Returns how many variables it
-    covers. Undo with `uninstall`.
-    """
-    uninstall(model)
-    optimizer = optimizer if optimizer is not None else model.optimizer
-    if optimizer is None:
-        raise ValueError("The proximal L1 step needs an optimizer: compile the model first or pass `optimizer`.")
-    variables = proximal_variables(model)
-    kind = type(_inner(optimizer)).__name__
-    if variables and kind not in (*_ADAPTIVE, "SGD"):
-        warnings.warn(
-            f"Proximal L1 with optimizer {kind}: its per-coordinate step size is not known to "
-            "keras_l1l2plus, so the threshold is l1 × learning rate (exact for SGD only).",
-            stacklevel=2,
-        )
-    for variable, l1 in variables:
-        setattr(variable, _ORIGINAL, variable.constraint)
-        variable.constraint = ProximalL1Constraint(l1, optimizer, variable, variable.constraint)
-    return len(variables)
-
-
-def installed(model: Any) -> bool:
-    """True while `install` covers some variable of `model`."""
-    return any(hasattr(o.variable, _ORIGINAL) for o in owned_trainable_variables(model))
-
-
-def uninstall(model: Any) -> None:
-    """Gives the variables back the constraints they had before `install`."""
-    for owned in owned_trainable_variables(model):
-        variable = owned.variable
-        if hasattr(variable, _ORIGINAL):
-            variable.constraint = getattr(variable, _ORIGINAL)
-            delattr(variable, _ORIGINAL)
+def uses_proximal_step(optimizer: Any) -> bool:
+    """True if `optimizer` is a `ProximalOptimizer` or wraps one (e.g. in a LossScaleOptimizer)."""
+    while optimizer is not None:
+        if isinstance(optimizer, ProximalOptimizer):
+            return True
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return False

@@ -175,8 +175,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
     - `proximal=True` makes L1 set weights exactly to zero: the L1 term still
       counts in the loss and the logs but has no gradient; instead a proximal
       step `w ← sign(w)·max(|w| − η·l1, 0)` follows each optimizer update (η the
-      step size; see `keras_l1l2plus.proximal`). The `ProximalL1` callback
-      applies it during `fit`; without it the L1 term has no effect on training.
+      step size; see `keras_l1l2plus.proximal`). A `ProximalOptimizer`
+      takes that step; without one the L1 term has no effect on training.
 
     A term whose factor is 0 is not computed.
 

@@ -17,6 +17,8 @@ from typing import Any, Iterator, NamedTuple
 
 import keras
 
+from keras_l1l2plus import _keras
+
 __all__ = [
     "BIAS",
     "WEIGHT",
@@ -106,7 +108,7 @@ def walk_layers(model: Any) -> Iterator[tuple[Any, ...]]:
 
     def walk(chain):
         yield chain
-        for sublayer in chain[-1]._flatten_layers(include_self=False, recursive=False):
+        for sublayer in _keras.flatten_layers(chain[-1]):
             yield from walk((*chain, sublayer))
 
     yield from walk((model,))
@@ -121,7 +123,7 @@ def owned_trainable_variables(model: Any) -> Iterator[OwnedVariable]:
     owners: dict[int, tuple[Any, str]] = {}
     for chain in walk_layers(model):
         path = "/".join(layer.name for layer in chain[1:]) or model.name
-        for variable in chain[-1]._trainable_variables:
+        for variable in _keras.own_trainable_variables(chain[-1]):
             owners.setdefault(id(variable), (chain[-1], path))
     for variable in model.trainable_weights:
         layer, path = owners.get(id(variable), (model, model.name))

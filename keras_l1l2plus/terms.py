@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.regularizer import L1L2Plus
+from keras_l1l2plus.regularizer import L1L2Plus, validate_flag
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
@@ -80,6 +80,12 @@ def penalty_terms(
     >>> sorted(kl.penalty_terms(model))
     ['l1_bias', 'l1_weight', 'l2_bias', 'l2_weight', 'penalty']
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "Invalid value for argument `model`: expected a Keras model or layer. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    per_layer = validate_flag(per_layer, "per_layer")
     zero = ops.zeros((), dtype="float32")
     terms = dict.fromkeys(TERM_NAMES, zero)
     layer_terms: dict[str, Any] = {}

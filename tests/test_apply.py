@@ -261,17 +261,22 @@ def test_calling_again_replaces_and_zero_removes():
     assert all(layer.bias_regularizer is None for layer in model.layers)
 
 
-def test_frozen_layers_and_non_trainable_variables_are_skipped():
+def test_frozen_layers_get_the_penalty_when_unfrozen_and_non_trainable_variables_never():
     model = _seq((5,), L.Dense(4, name="frozen"), L.BatchNormalization(), L.Dense(2))
     model.get_layer("frozen").trainable = False
     kl.regularize(model, **LAMBDAS, normalization=True)
     frozen = model.get_layer("frozen")
-    assert frozen.trainable is False
-    assert frozen.kernel.regularizer is None and frozen.kernel_regularizer is None
+    assert frozen.trainable is False  # still frozen
+    assert frozen.kernel.regularizer == frozen.kernel_regularizer == L1L2Plus(l1=0.01, l2=0.001)
     batch_norm = model.layers[1]
     assert batch_norm.moving_mean.regularizer is None
     assert batch_norm.gamma.regularizer == L1L2Plus(l1=0.01, l2=0.001)
-    assert len(model.losses) == 4
+    assert len(model.losses) == 4  # Keras counts trainable variables only: gamma, beta, kernel, bias
+    frozen.trainable = True
+    assert len(model.losses) == 6
+    kernel = frozen.kernel.numpy().astype("float64")
+    assert float(keras.ops.sum(keras.ops.stack(model.losses[:2]))) == pytest.approx(
+        0.01 * np.abs(kernel).sum() + 0.001 * np.square(kernel).sum(), rel=1e-6)
 
 
 def test_exclude_by_pattern_list_and_predicate():

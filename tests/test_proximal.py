@@ -67,10 +67,11 @@ def fit_linear(x, y, l1, l2, proximal, optimizer, steps, jit_compile=False, call
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((x.shape[1],)), L.Dense(1, kernel_initializer="zeros")])
     kl.regularize(model, l1_weight=l1, l2_weight=l2, proximal_weight=proximal)
+    if proximal:
+        optimizer = kl.ProximalOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss="mse", steps_per_execution=100, jit_compile=jit_compile)
     data = tf.data.Dataset.from_tensors((x, y[:, None])).repeat()
-    extra = [kl.ProximalL1()] if proximal else []
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[*extra, *callbacks])
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
     return model.layers[0].kernel.numpy()[:, 0].astype("float64"), float(model.layers[0].bias.numpy()[0])
 
 
@@ -126,9 +127,9 @@ def one_step(optimizer, l1=0.05, seed=0):
     model = keras.Sequential([keras.Input((4,)), L.Dense(3, use_bias=False, kernel_initializer="zeros",
                                                           kernel_regularizer=L1L2Plus(l1=l1, proximal=True))])
     model.layers[0].kernel.assign(kernel)
-    model.compile(optimizer=optimizer, loss="mse")
+    model.compile(optimizer=kl.ProximalOptimizer(optimizer), loss="mse")
     grad = 2 * x.T.astype("float64") @ (x @ kernel - y) / y.size  # d mse / d kernel, no L1 part
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[kl.ProximalL1()])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     return kernel.astype("float64"), grad, model.layers[0].kernel.numpy()
 
 
@@ -170,9 +171,9 @@ def test_learning_rate_schedule_is_read_at_each_step():
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0], [1.0, 0.25])  # 1.0 at step 0, then 0.25
     model = keras.Sequential([keras.Input((1,)), L.Dense(1, use_bias=False, kernel_initializer="ones",
                                                           kernel_regularizer=L1L2Plus(l1=0.1, proximal=True))])
-    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(schedule)), loss="mse")
     x = np.zeros((1, 1), "float32")  # data gradient 0: only the proximal step moves the weight
-    model.fit(x, x, epochs=3, verbose=0, callbacks=[kl.ProximalL1()])
+    model.fit(x, x, epochs=3, verbose=0)
     assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(1.0 - 0.1 * (1.0 + 0.25 + 0.25), abs=1e-7)
 
 
@@ -205,9 +206,9 @@ def test_zero_grad_is_accepted_and_unused_in_proximal_mode(zero_grad):
 def test_loss_logs_include_the_l1_term_once():
     x, y = regression_problem(n=40)
     model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_regularizer=L1L2Plus(l1=0.5, proximal=True))])
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # weights stay put
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.0)), loss="mse")  # weights stay put
     history = model.fit(x, y[:, None], batch_size=40, epochs=1, verbose=0,
-                        callbacks=[kl.ProximalL1(), kl.PenaltyLogger()]).history
+                        callbacks=[kl.PenaltyLogger()]).history
     w = model.layers[0].kernel.numpy().astype("float64")
     assert history["l1_weight"][0] == pytest.approx(0.5 * np.abs(w).sum(), rel=1e-6)
     assert history["loss"][0] == pytest.approx(history["data_loss"][0] + history["l1_weight"][0], rel=1e-6)
@@ -234,28 +235,31 @@ def test_own_constraints_still_apply_and_are_restored_after_fit():
     constraint = keras.constraints.NonNeg()
     model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_constraint=constraint)])
     kl.regularize(model, l1_weight=0.4, proximal_weight=True)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05)), loss="mse")
     x, y = regression_problem()
-    model.fit(x, y[:, None], batch_size=50, epochs=5, verbose=0, callbacks=[kl.ProximalL1()])
+    model.fit(x, y[:, None], batch_size=50, epochs=5, verbose=0)
     kernel = model.layers[0].kernel
     assert (kernel.numpy() >= 0).all() and (kernel.numpy() == 0).sum() >= 4
     assert kernel.constraint is constraint
     assert model.layers[0].kernel_constraint is constraint
 
 
-def test_proximal_without_the_callback_warns_in_the_logger():
+def test_proximal_without_a_proximal_optimizer_warns_in_the_logger():
     model = keras.Sequential([keras.Input((10,)), L.Dense(1)])
     kl.regularize(model, l1_weight=0.4, proximal_weight=True)
     model.compile(optimizer="sgd", loss="mse")
     x, y = regression_problem(n=20)
-    with pytest.warns(UserWarning, match="no ProximalL1"):
+    with pytest.warns(UserWarning, match="not a ProximalOptimizer"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+    model.compile(optimizer=kl.ProximalOptimizer("sgd"), loss="mse")
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(), kl.ProximalL1()])
-    with pytest.warns(UserWarning, match="nothing to do"):
-        kl.regularize(model, l1_weight=0.4)
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.ProximalL1()])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+
+
+def test_the_removed_callback_says_what_replaces_it():
+    with pytest.raises(TypeError, match="ProximalOptimizer"):
+        kl.ProximalL1()
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -263,7 +267,7 @@ def test_sparsity_metrics_and_jit(jit_compile):
     x, y = regression_problem()
     model = keras.Sequential([keras.Input((10,)), L.Dense(4, kernel_initializer="glorot_uniform"), L.Dense(1)])
     kl.regularize(model, l1_weight=0.05, l1_bias=0.05, proximal_weight=True)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", jit_compile=jit_compile)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05)), loss="mse", jit_compile=jit_compile)
 
     class LastWeights(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -271,7 +275,7 @@ def test_sparsity_metrics_and_jit(jit_compile):
 
     last = LastWeights()
     history = model.fit(x, y[:, None], batch_size=50, epochs=20, verbose=0, shuffle=False,
-                        callbacks=[kl.ProximalL1(), kl.PenaltyLogger(), last]).history
+                        callbacks=[kl.PenaltyLogger(), last]).history
     kernels = [last.weights[0], last.weights[2]]
     biases = [last.weights[1], last.weights[3]]
     expected_w = sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels)
@@ -310,9 +314,9 @@ def test_mirrored_strategy_matches_single_device(fresh_python):
             with strategy.scope():
                 model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, kernel_initializer="ones")])
                 kl.regularize(model, l1_weight=0.3, proximal_weight=True)
-                model.compile(optimizer=optimizer(), loss="mse")
+                model.compile(optimizer=kl.ProximalOptimizer(optimizer()), loss="mse")
             h = model.fit(x, y, batch_size=16, epochs=30, shuffle=False, verbose=0,
-                          callbacks=[kl.ProximalL1(), kl.PenaltyLogger()]).history
+                          callbacks=[kl.PenaltyLogger()]).history
             return model.layers[0].kernel.numpy().ravel().tolist(), h["sparsity_weight"]
 
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -1,0 +1,133 @@
+"""The package's one seam to Keras internals.
+
+Every use of a private Keras attribute or a `keras.src` import lives here,
+each with why public API cannot do the job and what happens if Keras changes
+it. `tests/test_keras_seam.py` checks every one of them against the installed
+Keras, so a Keras release that moves one fails those tests loudly instead of
+giving wrong numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import keras
+
+__all__ = [
+    "MetricContainer",
+    "add_model_metric",
+    "compute_loss_accepts_training",
+    "flatten_layers",
+    "micro_steps",
+    "num_replicas",
+    "optimizer_slot",
+    "own_trainable_variables",
+    "remove_model_metric",
+    "without_metric_state",
+]
+
+try:
+    # Keras's EarlyStopping, ModelCheckpoint and ReduceLROnPlateau infer a
+    # monitored metric's direction (mode="auto") only from the sub-metrics of
+    # this container class; being one lets them monitor "val_data_loss".
+    # Fallback: a plain Metric; monitors then need mode="min".
+    from keras.src.trainers.compile_utils import MetricsList as MetricContainer
+except ImportError:  # pragma: no cover - other Keras layouts
+    MetricContainer = keras.metrics.Metric
+
+
+def flatten_layers(layer: Any) -> Iterator[Any]:
+    """The direct sublayers of `layer`, in Keras's tracking order.
+
+    `Layer._flatten_layers` is what Keras itself walks to collect weights and
+    losses; there is no public equivalent for the direct children of a
+    layer (`Model.layers` exists for models only). Fallback: none needed
+    while Keras keeps it; the seam test fails if it goes.
+    """
+    return layer._flatten_layers(include_self=False, recursive=False)
+
+
+def own_trainable_variables(layer: Any) -> list:
+    """The trainable variables `layer` itself created, whether or not it is frozen.
+
+    `layer.trainable_weights` is empty for a frozen layer and includes the
+    sublayers' variables; `_trainable_variables` is the layer's own list,
+    which `regularize` needs to reach frozen layers for fine-tuning.
+    """
+    return list(layer._trainable_variables)
+
+
+def add_model_metric(model: Any, metric: Any) -> None:
+    """Appends `metric` to the metrics Keras updates and logs for `model`.
+
+    `model._metrics` is the list `model.metrics` reads its custom metrics
+    from (what a subclassed model's attribute assignment fills); public API
+    has no way to add a metric to an existing model instance.
+    """
+    model._metrics.append(metric)
+
+
+def remove_model_metric(model: Any, metric: Any) -> None:
+    """Removes `metric` (by identity) from `model._metrics`."""
+    model._metrics[:] = [m for m in model._metrics if m is not metric]
+
+
+def compute_loss_accepts_training(model: Any, value: bool) -> None:
+    """Tells Keras's `train_step` whether `model.compute_loss` takes `training=`.
+
+    Keras caches the answer at `Model.__init__` in
+    `_compute_loss_has_training_arg` and reads it in `_compute_loss`; a
+    `compute_loss` replaced on the instance must update it.
+    """
+    model._compute_loss_has_training_arg = value
+
+
+def optimizer_slot(optimizer: Any, name: str, variable: Any) -> Any:
+    """The optimizer's state variable `name` for `variable` (e.g. Adam's `_velocities`).
+
+    Keras optimizers keep their per-variable state in private lists indexed
+    by `_get_variable_index`; the proximal step's per-coordinate step size
+    needs it. Fallback: `ProximalOptimizer(threshold="decoupled")` reads only
+    the learning rate.
+    """
+    return getattr(optimizer, name)[optimizer._get_variable_index(variable)]
+
+
+def micro_steps(optimizer: Any) -> Any:
+    """Every `apply` the optimizer has run, accumulate-only ones included.
+
+    With `gradient_accumulation_steps`, the public `iterations` counts real
+    updates only; Keras decides whether an `apply` is a real update from the
+    raw counter `_iterations`, and so must the proximal step.
+    """
+    return optimizer._iterations
+
+
+def without_metric_state(args: tuple, positions: list[int]) -> tuple:
+    """A JAX step's arguments with the metrics' variables at `positions` left out.
+
+    Keras's JAX trainer calls its step functions as `fn(state, data)`, the
+    last part of `state` being the values of `model.metrics_variables` when
+    the state was gathered. A step traced without a metric must not get that
+    metric's values. Other backends' steps take the data only: unchanged.
+    """
+    if keras.backend.backend() != "jax" or not positions:
+        return args
+    state, *rest = args
+    *parts, metrics = state
+    skip = set(positions)
+    metrics = [value for i, value in enumerate(metrics) if i not in skip]
+    return (type(state)((*parts, metrics)), *rest)
+
+
+def num_replicas() -> int:
+    """Replicas in sync under `tf.distribute` (1 elsewhere), as Keras counts them.
+
+    Keras divides each replica's loss by this count before summing; the
+    logged terms multiply it back, as Keras's own loss tracker does.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
