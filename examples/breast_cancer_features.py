@@ -2,8 +2,8 @@
 
 Logistic regression (one Dense unit, sigmoid) on scikit-learn's bundled
 Wisconsin breast-cancer data (569 samples, 30 standardized features), with a
-proximal L1 penalty on the weights (`L1L2Plus(proximal=True)` and the
-`ProximalL1` callback), trained full batch with SGD: proximal gradient
+proximal L1 penalty on the weights (`L1L2Plus(proximal=True)` and a
+`ProximalOptimizer` around SGD), trained full batch: proximal gradient
 descent. A feature whose weight is exactly 0 is not used by the model. For
 each λ the script prints how many features survive, which, and the
 validation accuracy.
@@ -44,10 +44,10 @@ def select(l1, train, val, steps, learning_rate):
     (x, y), (x_val, y_val) = train, val
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1, activation="sigmoid")])
     kl.regularize(model, l1_weight=l1, proximal_weight=True)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="binary_crossentropy",
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(learning_rate)), loss="binary_crossentropy",
                   metrics=["accuracy"], steps_per_execution=100)
     full_batch = tf.data.Dataset.from_tensors((x, y[:, None])).repeat()
-    model.fit(full_batch, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=[kl.ProximalL1()])
+    model.fit(full_batch, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     accuracy = model.evaluate(x_val, y_val[:, None], verbose=0, return_dict=True)["accuracy"]
     return model.layers[0].kernel.numpy()[:, 0], accuracy
 

@@ -11,7 +11,7 @@ the progress bar (`PenaltyLogger`); writes TensorBoard logs to
 checks predictions and `model.losses`; plots the four terms, data loss,
 validation data loss and the fraction of exactly-zero weights and biases per
 epoch to `OUT/digits.png`; ends with a table. `--proximal` applies L1 by the
-proximal step (`ProximalL1`), which makes weights exactly zero.
+proximal step (`ProximalOptimizer`), which makes weights exactly zero.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def build_model(args) -> keras.Model:
     kl.regularize(model, l1_weight=args.l1_weight, l1_bias=args.l1_bias, l2_weight=args.l2_weight,
                   l2_bias=args.l2_bias, zero_grad=args.zero_grad,
                   proximal_weight=args.proximal, proximal_bias=args.proximal)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    optimizer = keras.optimizers.Adam(1e-3)
+    if args.proximal:
+        optimizer = kl.ProximalOptimizer(optimizer)  # takes the proximal L1 step after each update
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -125,7 +127,7 @@ def main(argv=None) -> dict:
     history = model.fit(
         x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=32,
         verbose=2 if args.fast else 1,
-        callbacks=[kl.PenaltyLogger(), *([kl.ProximalL1()] if args.proximal else []),
+        callbacks=[kl.PenaltyLogger(),
                    keras.callbacks.TensorBoard(str(args.out / "tensorboard"))],
     ).history
 

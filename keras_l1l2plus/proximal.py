@@ -81,9 +81,9 @@ def proximal_l1(variable: Any) -> float:
     return regularizer.l1
 
 
-def _preconditioned(lr: Any, denominator: Any, state: Any) -> Any:
-    """lr / denominator, or lr where the second-moment `state` is still 0."""
-    return ops.where(ops.equal(state, 0), lr, lr / denominator)
+def _preconditioned(lr: Any, step: Any, state: Any) -> Any:
+    """`step` per coordinate, or lr where the second-moment `state` is still 0."""
+    return ops.where(ops.equal(state, 0), lr, step)
 
 
 def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, threshold: str = "adaptive") -> Any:
@@ -100,16 +100,16 @@ def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, thre
     if isinstance(optimizer, keras.optimizers.Adam):  # AdamW and subclasses too
         v = _keras.optimizer_slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
         correction = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), ops.cast(step, dtype)))
-        return _preconditioned(lr * correction, ops.sqrt(v) + optimizer.epsilon, v)
+        return _preconditioned(lr, lr * correction / (ops.sqrt(v) + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.RMSprop):
         v = _keras.optimizer_slot(optimizer, "_velocities", variable)
         centered = v
         if optimizer.centered:
             centered = v - ops.square(_keras.optimizer_slot(optimizer, "_average_gradients", variable))
-        return _preconditioned(lr, ops.sqrt(centered + optimizer.epsilon), v)
+        return _preconditioned(lr, lr / ops.sqrt(centered + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.Adagrad):
         a = _keras.optimizer_slot(optimizer, "_accumulators", variable)
-        return _preconditioned(lr, ops.sqrt(a + optimizer.epsilon), a)
+        return _preconditioned(lr, lr / ops.sqrt(a + optimizer.epsilon), a)
     return lr
 
 

@@ -118,7 +118,7 @@ def test_proximal_adam_gives_exact_zeros_near_the_lasso_optimum():
 # --- the threshold of each optimizer, one step against numpy ---------------------
 
 
-def one_step(optimizer, l1=0.05, seed=0):
+def one_step(optimizer, l1=0.05, seed=0, threshold="adaptive"):
     """One proximal step from fixed weights on a model whose data gradient is known."""
     rng = np.random.default_rng(seed)
     kernel = rng.normal(size=(4, 3)).astype("float32") * 0.1
@@ -127,7 +127,7 @@ def one_step(optimizer, l1=0.05, seed=0):
     model = keras.Sequential([keras.Input((4,)), L.Dense(3, use_bias=False, kernel_initializer="zeros",
                                                           kernel_regularizer=L1L2Plus(l1=l1, proximal=True))])
     model.layers[0].kernel.assign(kernel)
-    model.compile(optimizer=kl.ProximalOptimizer(optimizer), loss="mse")
+    model.compile(optimizer=kl.ProximalOptimizer(optimizer, threshold=threshold), loss="mse")
     grad = 2 * x.T.astype("float64") @ (x @ kernel - y) / y.size  # d mse / d kernel, no L1 part
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     return kernel.astype("float64"), grad, model.layers[0].kernel.numpy()
@@ -333,3 +333,187 @@ def test_mirrored_strategy_matches_single_device(fresh_python):
         np.testing.assert_array_equal(np.array(w2) == 0, np.array(w1) == 0)
         assert sum(np.array(w1) == 0) >= 3, name
         np.testing.assert_allclose(s2, s1)
+
+
+# --- ProximalOptimizer: the step in the optimizer's update -------------------------
+
+
+def test_gradient_accumulation_thresholds_once_per_real_update():
+    x, y = regression_problem(n=16, p=4)
+    lr, l1, steps = 0.1, 0.3, 2
+    model = keras.Sequential([keras.Input((4,)), L.Dense(1, use_bias=False, kernel_initializer="ones",
+                                                          kernel_regularizer=L1L2Plus(l1=l1, proximal=True))])
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(lr, gradient_accumulation_steps=steps)),
+                  loss="mse")
+    model.fit(x, y[:, None], batch_size=2, epochs=1, verbose=0, shuffle=False)
+    # numpy ISTA: one update per two micro-batches, with their mean gradient.
+    w = np.ones(4)
+    x64, y64 = x.astype("float64"), y.astype("float64")
+    for start in range(0, 16, 2 * steps):
+        grads = [2 * xb.T @ (xb @ w - yb) / len(yb)
+                 for xb, yb in ((x64[i:i + 2], y64[i:i + 2]) for i in range(start, start + 2 * steps, 2))]
+        w = numpy_soft_threshold(w - lr * np.mean(grads, axis=0), lr * l1)
+    np.testing.assert_allclose(model.layers[0].kernel.numpy()[:, 0], w, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_data_gradient_with_accumulation_shrinks_once_per_update():
+    model = keras.Sequential([keras.Input((1,)), L.Dense(1, use_bias=False, kernel_initializer="ones",
+                                                          kernel_regularizer=L1L2Plus(l1=0.5, proximal=True))])
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)),
+                  loss="mse")
+    x = np.zeros((8, 1), "float32")
+    model.fit(x, x, batch_size=2, epochs=1, verbose=0)  # 4 micro-steps, 2 real updates
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(1.0 - 2 * 0.1 * 0.5, abs=1e-7)
+
+
+def test_ema_keeps_the_zeros_of_the_final_weights():
+    x, y = regression_problem()
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_initializer="zeros")])
+    kl.regularize(model, l1_weight=0.4, proximal_weight=True)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9)),
+                  loss="mse")
+
+    class LastWeights(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # before Keras swaps in the EMA
+            self.kernel = self.model.layers[0].kernel.numpy().copy()
+
+    last = LastWeights()
+    history = model.fit(x, y[:, None], batch_size=50, epochs=30, verbose=0, shuffle=False,
+                        callbacks=[kl.PenaltyLogger(), last]).history
+    returned = model.layers[0].kernel.numpy()
+    assert (last.kernel == 0).sum() >= 3
+    np.testing.assert_array_equal(returned == 0, last.kernel == 0)
+    assert not np.array_equal(returned, last.kernel)  # the EMA did replace the other weights
+    # The logs' sparsity is that of the weights the last step's loss used (before its update).
+    assert history["sparsity_weight"][-1] > 0.2
+
+
+def embedding_model(optimizer, l1, threshold="adaptive"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,), dtype="int32"),
+                              L.Embedding(1000, 8, embeddings_regularizer=L1L2Plus(l1=l1, proximal=True)),
+                              L.Flatten()])
+    model.compile(optimizer=kl.ProximalOptimizer(optimizer, threshold=threshold), loss="mse")
+    return model
+
+
+def test_adam_step_on_an_embedding_against_numpy_and_unseen_rows_kept():
+    lr, b1, b2, eps, l1 = 1e-3, 0.9, 0.999, 1e-7, 1e-4
+    rng = np.random.default_rng(0)
+    ids = rng.choice(1000, size=10, replace=False).astype("int32")[:, None]
+    targets = rng.normal(size=(10, 8)).astype("float32")
+    model = embedding_model(keras.optimizers.Adam(lr, beta_1=b1, beta_2=b2, epsilon=eps), l1)
+    table = model.layers[0].embeddings.numpy().astype("float64")
+    model.fit(ids, targets, batch_size=10, epochs=1, verbose=0)
+    # numpy: the mse gradient reaches the 10 seen rows only.
+    g = np.zeros_like(table)
+    np.add.at(g, ids[:, 0], 2 * (table[ids[:, 0]] - targets) / targets.size)
+    m, v = (1 - b1) * g, (1 - b2) * g**2
+    stepped = table - lr * np.sqrt(1 - b2) / (1 - b1) * m / (np.sqrt(v) + eps)
+    eta = np.where(v == 0, lr, lr * np.sqrt(1 - b2) / (np.sqrt(v) + eps))
+    expected = numpy_soft_threshold(stepped, l1 * eta)
+    np.testing.assert_allclose(model.layers[0].embeddings.numpy(), expected, rtol=1e-6, atol=1e-7)  # float32 ulps
+    # Unseen rows shrink by l1·lr a step, as under SGD: after 4 more steps, by 5·l1·lr in all.
+    model.fit(ids, targets, batch_size=10, epochs=4, verbose=0)
+    unseen = np.setdiff1d(np.arange(1000), ids[:, 0])
+    after = model.layers[0].embeddings.numpy()[unseen]
+    np.testing.assert_allclose(after, numpy_soft_threshold(table[unseen], 5 * l1 * lr), atol=1e-7)
+    assert (after == 0).mean() < 0.01  # ProxGen's 1/ε step would have zeroed them all
+
+
+def test_decoupled_threshold_is_l1_times_learning_rate_everywhere():
+    lr, l1 = 0.1, 0.05
+    w, g, new = one_step(keras.optimizers.Adam(lr), l1=l1, threshold="decoupled")
+    b1, b2, eps = 0.9, 0.999, 1e-7
+    m, v = (1 - b1) * g, (1 - b2) * g**2
+    stepped = w - lr * np.sqrt(1 - b2) / (1 - b1) * m / (np.sqrt(v) + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(stepped, l1 * lr), rtol=1e-5, atol=1e-6)
+
+
+def test_an_adam_subclass_gets_adams_threshold():
+    class MyAdam(keras.optimizers.Adam):
+        pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        w, g, ours = one_step(MyAdam(0.1))
+    _, _, adams = one_step(keras.optimizers.Adam(0.1))
+    np.testing.assert_array_equal(ours, adams)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="threshold.*'fast'"):
+        kl.ProximalOptimizer("sgd", threshold="fast")
+    with pytest.raises(TypeError, match="inner_optimizer.*LossScaleOptimizer"):
+        kl.ProximalOptimizer(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()))
+    with pytest.raises(TypeError, match="inner_optimizer"):
+        kl.ProximalOptimizer(3)
+    with pytest.raises(ValueError, match="weight_decay"):
+        kl.ProximalOptimizer("adam", weight_decay=0.1)
+
+
+def test_learning_rate_and_iterations_are_the_inner_optimizers():
+    optimizer = kl.ProximalOptimizer(keras.optimizers.SGD(0.5))
+    assert float(optimizer.learning_rate) == 0.5
+    optimizer.learning_rate = 0.25  # what ReduceLROnPlateau and LearningRateScheduler do
+    assert float(optimizer.inner_optimizer.learning_rate) == 0.25
+    variable = keras.Variable(np.ones(3, "float32"))
+    variable.regularizer = L1L2Plus(l1=1.0, proximal=True)
+    optimizer.apply_gradients([(np.zeros(3, "float32"), variable)])
+    assert int(optimizer.iterations) == int(optimizer.inner_optimizer.iterations) == 1
+    np.testing.assert_allclose(variable.numpy(), np.full(3, 0.75))
+
+
+def test_custom_gradient_tape_loop_reaches_the_lasso_solution():
+    x, y = regression_problem()
+    ref_w, ref_b = sklearn_solution(x, y, 0.4, 0.0)
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_initializer="zeros")])
+    kl.regularize(model, l1_weight=0.4, proximal_weight=True)
+    optimizer = kl.ProximalOptimizer(keras.optimizers.SGD(lipschitz_step(x)))
+    mse = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = mse(yb, model(xb, training=True)) + kl.penalty_terms(model)["penalty"]
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    for _ in range(3000):
+        step(x, y[:, None])
+    w, b = model.layers[0].kernel.numpy()[:, 0].astype("float64"), float(model.layers[0].bias.numpy()[0])
+    np.testing.assert_array_equal(w == 0, ref_w == 0)
+    ours, theirs = keras_objective(w, b, x, y, 0.4, 0.0), keras_objective(ref_w, ref_b, x, y, 0.4, 0.0)
+    assert ours == pytest.approx(theirs, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_keras_file_in_a_fresh_process_keeps_the_proximal_optimizer(tmp_path, fresh_python):
+    x, y = regression_problem(n=64)
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.3, proximal_weight=True)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.Adam(0.05), threshold="decoupled"), loss="mse")
+    model.fit(x, y[:, None], batch_size=16, epochs=3, verbose=0, shuffle=False)
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y[:, None])
+    model.fit(x, y[:, None], batch_size=16, epochs=5, verbose=0, shuffle=False)
+    out = fresh_python(
+        f"""
+        import json, keras, numpy as np
+        import keras_l1l2plus as kl
+        model = keras.models.load_model({str(tmp_path / "m.keras")!r})
+        opt = model.optimizer
+        x, y = np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "y.npy")!r})
+        model.fit(x, y, batch_size=16, epochs=5, verbose=0, shuffle=False)
+        print(json.dumps({{"type": type(opt).__name__, "inner": type(opt.inner_optimizer).__name__,
+                          "threshold": opt.threshold, "iterations": int(opt.iterations),
+                          "kernel": model.layers[0].kernel.numpy().ravel().tolist()}}))
+        """
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["type"], result["inner"], result["threshold"]) == ("ProximalOptimizer", "Adam", "decoupled")
+    assert result["iterations"] == 32
+    kernel = model.layers[0].kernel.numpy().ravel()
+    assert (kernel == 0).sum() >= 3
+    np.testing.assert_allclose(result["kernel"], kernel, rtol=1e-5, atol=1e-7)
