@@ -1,0 +1,98 @@
+"""Every private Keras attribute the package uses, checked against the installed Keras.
+
+If one of these fails after a Keras upgrade, `keras_l1l2plus/_keras.py` says
+what the attribute is for and what the fallback is.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from keras_l1l2plus import _keras
+
+L = keras.layers
+
+
+def compiled_model():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_metric_container_gives_monitors_the_direction():
+    assert _keras.MetricContainer is not keras.metrics.Metric, "MetricsList moved: monitors need mode='min'"
+    from keras.src.callbacks.monitor_callback import MonitorCallback
+
+    # MonitorCallback reads the sub-metrics' `_direction` of this container class.
+    assert "MetricsList" in inspect.getsource(MonitorCallback)
+
+
+def test_model_metrics_list_is_what_model_metrics_reads():
+    model = compiled_model()
+    metric = keras.metrics.Mean(name="extra")
+    _keras.add_model_metric(model, metric)
+    assert model.metrics[-1] is metric
+    _keras.remove_model_metric(model, metric)
+    assert metric not in model.metrics
+
+
+def test_compute_loss_training_flag_is_read_by_keras():
+    model = compiled_model()
+    assert model._compute_loss_has_training_arg is True
+    assert "_compute_loss_has_training_arg" in inspect.getsource(type(model)._compute_loss)
+    _keras.compute_loss_accepts_training(model, False)
+    assert model._compute_loss_has_training_arg is False
+
+
+def test_layer_walk_and_own_variables():
+    inner = keras.Sequential([keras.Input((3,)), L.Dense(2, name="d")], name="inner")
+    model = keras.Sequential([inner, L.Dense(1, name="head")])
+    children = [l.name for l in _keras.flatten_layers(model) if not isinstance(l, L.InputLayer)]
+    assert children == ["inner", "head"]
+    assert [l.name for l in _keras.flatten_layers(inner) if not isinstance(l, L.InputLayer)] == ["d"]
+    inner.trainable = False
+    own = _keras.own_trainable_variables(inner.layers[0])
+    assert [v.name for v in own] == ["kernel", "bias"]  # a frozen layer still lists them
+    assert inner.layers[0].trainable_weights == []
+
+
+@pytest.mark.parametrize(
+    "optimizer,slots",
+    [
+        (keras.optimizers.Adam(amsgrad=True), ("_velocities", "_velocity_hats")),
+        (keras.optimizers.RMSprop(centered=True), ("_velocities", "_average_gradients")),
+        (keras.optimizers.Adagrad(), ("_accumulators",)),
+    ],
+    ids=["adam", "rmsprop", "adagrad"],
+)
+def test_optimizer_slots(optimizer, slots):
+    variables = [keras.Variable(np.ones((2, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    optimizer.build(variables)
+    for name in slots:
+        assert _keras.optimizer_slot(optimizer, name, variables[1]).shape == (3,)
+
+
+def test_micro_steps_count_accumulate_only_applies():
+    optimizer = keras.optimizers.SGD(0.1, gradient_accumulation_steps=3)
+    variable = keras.Variable(np.ones(2, "float32"))
+    for _ in range(4):
+        optimizer.apply([np.ones(2, "float32")], [variable])
+    assert int(_keras.micro_steps(optimizer)) == 4 and int(optimizer.iterations) == 1
+
+
+def test_jax_step_state_layout():
+    if keras.backend.backend() != "jax":
+        assert _keras.without_metric_state(("data",), [0]) == ("data",)
+        return
+    import keras.src.backend.jax.trainer as trainer
+
+    # The JAX trainer calls its step functions as fn(state, data), metrics' values last.
+    assert "logs, state = self.train_function(state, iterator)" in inspect.getsource(trainer.JAXTrainer.fit)
+    state = (["t"], ["n"], ["o"], ["m0", "m1", "m2"])
+    assert _keras.without_metric_state((state, "data"), [1]) == ((["t"], ["n"], ["o"], ["m0", "m2"]), "data")
+
+
+def test_num_replicas_outside_a_strategy():
+    assert _keras.num_replicas() == 1
