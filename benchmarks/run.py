@@ -79,7 +79,10 @@ def mlp(widths, kind="none", jit_compile=False, optimizer="sgd"):
             layers.append(keras.layers.Dense(width, activation="relu", **regularizers(kind)))
         layers.append(keras.layers.Dense(widths[-1], **regularizers(kind)))
         model = keras.Sequential(layers)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        opt = keras.optimizers.get(optimizer)
+        if kind == "proximal":
+            opt = kl.ProximalOptimizer(opt)
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         return model
 
     return build
@@ -193,13 +196,38 @@ def logger_case(label, make, batch, steps, epochs, rounds, update_freqs):
 
 
 def proximal_case(label, make, batch, steps, epochs, rounds):
-    """L1L2Plus with the L1 gradient against the proximal L1 step (ProximalL1), SGD and Adam."""
+    """L1L2Plus with the L1 gradient against the proximal L1 step (ProximalOptimizer)."""
     contenders = with_aa([
         Contender("L1L2Plus (subgradient)", make("plus")),
-        Contender("L1L2Plus(proximal=True) + ProximalL1", make("proximal"), lambda: [kl.ProximalL1()]),
+        Contender("L1L2Plus(proximal=True) + ProximalOptimizer", make("proximal")),
     ])
     run_case(contenders, batch, steps, epochs, rounds)
-    return ratios(label, contenders, lambda name: None)
+    return ratios(label, contenders, lambda name: 1.03 if "Proximal" in name else None)
+
+
+def repeated_fits_case(label, make, batch, steps, fits, rounds):
+    """`fits` × fit(epochs=1) of `steps` steps, tracing included, with and without PenaltyLogger.
+
+    A round's figure for a contender is the whole of its `fits` calls (wall
+    and CPU ms per call); each contender keeps its own model across rounds,
+    as a user calling fit in a loop does. The warm-up is one fit.
+    """
+    contenders = with_aa([Contender("no logger", make("plus")),
+                          Contender("PenaltyLogger()", make("plus"), lambda: [kl.PenaltyLogger()])])
+    for c in contenders:
+        keras.utils.set_random_seed(0)
+        c.model = c.build()
+    x, y = data_for(contenders[0].model, batch, steps)
+    for c in contenders:
+        c.model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=c.callbacks())
+    for _ in range(rounds):
+        for c in contenders:
+            start = (time.perf_counter(), time.process_time())
+            for _ in range(fits):
+                c.model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=c.callbacks())
+            c.per_round.append(1000 * (time.perf_counter() - start[0]) / fits)
+            c.per_round_cpu.append(1000 * (time.process_time() - start[1]) / fits)
+    return ratios(label, contenders, lambda name: 1.03 if name.startswith("PenaltyLogger") else None)
 
 
 def width_for(params):
@@ -304,11 +332,22 @@ def main(argv=None):
     sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
 
     rows = []
-    for optimizer in ("sgd", "adam"):
-        rows += proximal_case(f"MLP {'-'.join(map(str, mlp_widths))}, {optimizer}",
-                              lambda kind, o=optimizer: mlp(mlp_widths, kind, optimizer=o),
-                              128, steps, epochs, rounds)
-    sections.append(("Proximal L1 step: per-step cost against the subgradient L1", rows))
+    fits = 3 if q else 10
+    rows += repeated_fits_case(f"{fits} × fit(epochs=1) of {steps if q else 150} steps, MLP "
+                               f"{'-'.join(map(str, mlp_widths))}", lambda kind: mlp(mlp_widths, kind),
+                               128, steps if q else 150, fits, rounds)
+    sections.append(("Repeated fits: ms per fit call, tracing included, with and without PenaltyLogger", rows))
+
+    rows = []
+    h10 = width_for(10_000_000)
+    big = (784, 64, 10) if q else (784, h10, h10, 10)
+    for widths in (mlp_widths, big):
+        for optimizer in ("sgd", "adam"):
+            small = widths == mlp_widths
+            rows += proximal_case(f"MLP {'-'.join(map(str, widths))}, {optimizer}",
+                                  lambda kind, o=optimizer, w=widths: mlp(w, kind, optimizer=o),
+                                  128, steps if small or q else 20, epochs, rounds)
+    sections.append(("Proximal L1 step (ProximalOptimizer): per-step cost against the subgradient L1", rows))
 
     rows = []
     scale_targets = [100_000] if q else [100_000, 1_000_000, 10_000_000, 50_000_000]

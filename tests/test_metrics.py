@@ -69,7 +69,7 @@ def interrupt(model, how, x, y, logged):
     callbacks = [kl.PenaltyLogger()] if logged else []
     if how == "data":
         with pytest.raises(Exception, match="data source failed"):  # as the backend reraises it
-            model.fit(failing_batches(x, y, 3), epochs=1, verbose=0, callbacks=callbacks)
+            model.fit(failing_batches(x, y, 3), epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
         return
     error = KeyboardInterrupt() if how == "keyboard" else ValueError("callback failed")
     with pytest.raises(type(error)):
