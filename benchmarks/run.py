@@ -1,6 +1,8 @@
 """Cost of the penalty and of its logging, side by side, in one process.
 
-    python benchmarks/run.py [--quick] [--out BENCHMARKS.md]
+    KERAS_BACKEND=jax python benchmarks/run.py [--quick] [--only step,logger,...] [--out BENCHMARKS.md]
+
+The backend is Keras's: KERAS_BACKEND (TensorFlow when unset).
 
 Method: every contender of a case is built and warmed up first; then rounds
 interleave them (A, B, C, A, B, C, ...). In a round each contender runs one
@@ -29,11 +31,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_l1l2plus as kl  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_check import devices  # noqa: E402
+
+BACKEND = keras.backend.backend()  # from KERAS_BACKEND, as Keras reads it
+
 LAMBDAS = dict(l1=1e-5, l2=1e-4)
+SECTIONS = ("step", "logger", "repeated", "proximal", "scaling", "throughput")
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -72,7 +79,7 @@ def regularizers(kind):
     return dict(kernel_regularizer=reg(), bias_regularizer=reg())
 
 
-def mlp(widths, kind="none", jit_compile=False, optimizer="sgd"):
+def mlp(widths, kind="none", jit_compile="auto", optimizer="sgd"):
     def build():
         layers = [keras.Input((widths[0],))]
         for width in widths[1:-1]:
@@ -88,7 +95,7 @@ def mlp(widths, kind="none", jit_compile=False, optimizer="sgd"):
     return build
 
 
-def cnn(kind="none", jit_compile=False):
+def cnn(kind="none", jit_compile="auto"):
     def build():
         L = keras.layers
         model = keras.Sequential([
@@ -230,6 +237,19 @@ def repeated_fits_case(label, make, batch, steps, fits, rounds):
     return ratios(label, contenders, lambda name: 1.03 if name.startswith("PenaltyLogger") else None)
 
 
+def compiled(fn, jit):
+    """`fn` compiled the backend's way, and a label; (None, None) where the backend has no such mode."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=jit), f"tf.function, jit_compile={jit}"
+    if BACKEND == "jax":
+        import jax
+
+        return (jax.jit(fn), "jax.jit") if jit else (fn, "eager")
+    return (None, None) if jit else (fn, "eager")
+
+
 def width_for(params):
     """The width h of an MLP 784-h-h-10 with about `params` parameters."""
     # 784h + h + h² + h + 10h + 10 = params
@@ -245,9 +265,11 @@ def throughput(params, repeats):
     nbytes = sum(a.nbytes for a in arrays)
     rows = []
     for jit in (False, True):
-        fn = tf.function(lambda: kl.penalty_terms(model)["penalty"], jit_compile=jit)
-        fn().numpy()
-        rows.append((f"penalty_terms (tf.function, jit_compile={jit})", fn))
+        fn, how = compiled(lambda: kl.penalty_terms(model)["penalty"], jit)
+        if fn is None:
+            continue
+        keras.ops.convert_to_numpy(fn())
+        rows.append((f"penalty_terms ({how})", fn))
 
     def numpy_reference():
         return sum(float(np.abs(a).sum()) + float(np.square(a).sum()) for a in arrays)
@@ -258,8 +280,8 @@ def throughput(params, repeats):
         for name, fn in rows:
             start = time.perf_counter()
             result = fn()
-            if hasattr(result, "numpy"):
-                result.numpy()  # synchronise
+            if not isinstance(result, float):
+                keras.ops.convert_to_numpy(result)  # synchronise
             times[name].append(time.perf_counter() - start)
     return n_params(model), nbytes, {name: nbytes / statistics.median(t) / 1e9 for name, t in times.items()}
 
@@ -298,24 +320,37 @@ def table(rows):
 
 def machine():
     return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-            f"NumPy {np.__version__}, keras-l1l2plus {kl.__version__}; devices: "
-            + ", ".join(d.device_type for d in tf.config.list_physical_devices()))
+            f"Python {platform.python_version()}, Keras {keras.__version__} on {BACKEND} {backend_version()}, "
+            f"NumPy {np.__version__}, keras-l1l2plus {kl.__version__}; devices: " + ", ".join(devices()))
+
+
+def backend_version():
+    import importlib
+
+    return importlib.import_module(BACKEND).__version__
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats: checks the script runs")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here too")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, among {','.join(SECTIONS)}")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose among {list(SECTIONS)}")
     q = args.quick
     rounds, epochs = (2, 3) if q else (5, 3)
     steps = 4 if q else 100
     sections = []
 
-    rows = []
     mlp_widths = (784, 64, 10) if q else (784, 512, 512, 10)
-    for jit in (False, True):
+    rows = []
+    # Keras's default per backend first: TF graph (no XLA) on CPU, XLA on JAX, eager PyTorch.
+    jit_modes = {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}[BACKEND]
+    for jit in jit_modes if "step" in only else ():
         rows += regularizer_case(f"MLP {'-'.join(map(str, mlp_widths))}, jit={jit}",
                                  lambda kind, jit=jit: mlp(mlp_widths, kind, jit),
                                  128, steps, epochs, rounds)
@@ -326,22 +361,23 @@ def main(argv=None):
     freqs = ["batch", "epoch", 10]
     rows = []
     sizes = [(784, 64, 10)] if q else [(784, 160, 160, 10), (784, 512, 512, 10), (784, 1900, 1900, 10)]
-    for widths in sizes:
+    for widths in sizes if "logger" in only else ():
         rows += logger_case(f"MLP {'-'.join(map(str, widths))}", lambda kind, w=widths: mlp(w, kind),
                             128, steps, epochs, rounds, freqs if widths[1] == 512 or q else ["batch"])
     sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
 
     rows = []
     fits = 3 if q else 10
-    rows += repeated_fits_case(f"{fits} × fit(epochs=1) of {steps if q else 150} steps, MLP "
-                               f"{'-'.join(map(str, mlp_widths))}", lambda kind: mlp(mlp_widths, kind),
-                               128, steps if q else 150, fits, rounds)
+    if "repeated" in only:
+        rows += repeated_fits_case(f"{fits} × fit(epochs=1) of {steps if q else 150} steps, MLP "
+                                   f"{'-'.join(map(str, mlp_widths))}", lambda kind: mlp(mlp_widths, kind),
+                                   128, steps if q else 150, fits, rounds)
     sections.append(("Repeated fits: ms per fit call, tracing included, with and without PenaltyLogger", rows))
 
     rows = []
     h10 = width_for(10_000_000)
     big = (784, 64, 10) if q else (784, h10, h10, 10)
-    for widths in (mlp_widths, big):
+    for widths in (mlp_widths, big) if "proximal" in only else ():
         for optimizer in ("sgd", "adam"):
             small = widths == mlp_widths
             rows += proximal_case(f"MLP {'-'.join(map(str, widths))}, {optimizer}",
@@ -351,7 +387,7 @@ def main(argv=None):
 
     rows = []
     scale_targets = [100_000] if q else [100_000, 1_000_000, 10_000_000, 50_000_000]
-    for target in scale_targets:
+    for target in scale_targets if "scaling" in only else ():
         h = width_for(target)
         big = target >= 10_000_000
         s, e, r = (steps, epochs, rounds) if not big or q else (8, 3, 3)
@@ -361,18 +397,19 @@ def main(argv=None):
                             128, s, e, r, ["batch"])
     sections.append(("Scaling with model size (~0.1 M, 1 M, 10 M, 50 M parameters)", rows))
 
-    params, nbytes, gbps = throughput(1_000_000 if q else 10_000_000, 3 if q else 15)
-    numpy_gbps = gbps["NumPy abs().sum() + square().sum()"]
-    lines = ["| reader | GB/s of parameters read (median) | vs NumPy | goal |", "|---|---:|---:|---|"]
-    for name, value in gbps.items():
-        goal = "" if name.startswith("NumPy") else ("meets ≥ NumPy" if value >= numpy_gbps else "**misses** ≥ NumPy")
-        lines.append(f"| {name} | {value:.2f} | {value / numpy_gbps:.2f} | {goal} |")
-
     out = [f"Machine: {machine()}", ""]
     for title, rows in sections:
-        out += [f"### {title}", "", table(rows), ""]
-    out += [f"### penalty_terms throughput ({params:,} float32 parameters, {nbytes / 1e6:.1f} MB)", "",
-            "\n".join(lines), ""]
+        if rows:
+            out += [f"### {title}", "", table(rows), ""]
+    if "throughput" in only:
+        params, nbytes, gbps = throughput(1_000_000 if q else 10_000_000, 3 if q else 15)
+        numpy_gbps = gbps["NumPy abs().sum() + square().sum()"]
+        lines = ["| reader | GB/s of parameters read (median) | vs NumPy | goal |", "|---|---:|---:|---|"]
+        for name, value in gbps.items():
+            goal = "" if name.startswith("NumPy") else ("meets ≥ NumPy" if value >= numpy_gbps else "**misses** ≥ NumPy")
+            lines.append(f"| {name} | {value:.2f} | {value / numpy_gbps:.2f} | {goal} |")
+        out += [f"### penalty_terms throughput ({params:,} float32 parameters, {nbytes / 1e6:.1f} MB)", "",
+                "\n".join(lines), ""]
     text = "\n".join(out)
     print(text)
     if args.out:

@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_l1l2plus as kl  # noqa: E402
 
@@ -38,6 +37,20 @@ def load_data(seed=0):
     return (scale(x_train), y_train.astype("float32")), (scale(x_val), y_val.astype("float32")), data.feature_names
 
 
+class FullBatch(keras.utils.PyDataset):
+    """The whole training set as one batch, `steps` times: full-batch gradient descent."""
+
+    def __init__(self, x, y, steps):
+        super().__init__()
+        self.x, self.y, self.steps = x, y, steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        return self.x, self.y
+
+
 def select(l1, train, val, steps, learning_rate):
     """Fits the L1-regularized logistic regression; returns (weights, validation accuracy)."""
     keras.utils.set_random_seed(0)
@@ -46,8 +59,7 @@ def select(l1, train, val, steps, learning_rate):
     kl.regularize(model, l1_weight=l1, proximal_weight=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(learning_rate)), loss="binary_crossentropy",
                   metrics=["accuracy"], steps_per_execution=100)
-    full_batch = tf.data.Dataset.from_tensors((x, y[:, None])).repeat()
-    model.fit(full_batch, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    model.fit(FullBatch(x, y[:, None], steps), epochs=1, verbose=0)
     accuracy = model.evaluate(x_val, y_val[:, None], verbose=0, return_dict=True)["accuracy"]
     return model.layers[0].kernel.numpy()[:, 0], accuracy
 

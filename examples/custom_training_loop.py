@@ -1,5 +1,8 @@
 """A `tf.GradientTape` training loop with `penalty_terms` as its regularization loss.
 
+TensorFlow backend only (it uses `tf.GradientTape`, `tf.data` and `tf.summary`);
+on JAX and PyTorch the same loss goes into the backend's own gradient.
+
     loss = data_loss + penalty_terms(model)["penalty"]
 
 Each term is written with `tf.summary` (TensorBoard: `tensorboard --logdir OUT`),
@@ -16,6 +19,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KERAS_BACKEND"] = "tensorflow"  # the loop below is TensorFlow's
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

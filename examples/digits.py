@@ -7,7 +7,7 @@
 Trains a 64-128-64-10 MLP on the 8×8 digits that ship with scikit-learn (no
 download) with `Loss = DataLoss + L1w + L1b + L2w + L2b`, every term live in
 the progress bar (`PenaltyLogger`); writes TensorBoard logs to
-`OUT/tensorboard`, saves the model to `OUT/digits.keras`, reloads it and
+`OUT/tensorboard` (TensorFlow backend: Keras's TensorBoard callback needs it), saves the model to `OUT/digits.keras`, reloads it and
 checks predictions and `model.losses`; plots the four terms, data loss,
 validation data loss and the fraction of exactly-zero weights and biases per
 epoch to `OUT/digits.png`; ends with a table. `--proximal` applies L1 by the
@@ -124,11 +124,13 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_data(args.seed)
     model = build_model(args)
+    callbacks = [kl.PenaltyLogger()]
+    tensorboard = keras.backend.backend() == "tensorflow"  # Keras's TensorBoard callback writes through TF
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(args.out / "tensorboard")))
     history = model.fit(
         x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=32,
-        verbose=2 if args.fast else 1,
-        callbacks=[kl.PenaltyLogger(),
-                   keras.callbacks.TensorBoard(str(args.out / "tensorboard"))],
+        verbose=2 if args.fast else 1, callbacks=callbacks,
     ).history
 
     check_reload(model, args.out / "digits.keras", x_test)
@@ -140,7 +142,10 @@ def main(argv=None) -> dict:
                **terms, **zeros}
 
     print(f"\nsaved {args.out / 'digits.keras'}; reloaded: predictions and model.losses match")
-    print(f"plot: {args.out / 'digits.png'}   TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}\n")
+    if tensorboard:
+        print(f"plot: {args.out / 'digits.png'}   TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}\n")
+    else:
+        print(f"plot: {args.out / 'digits.png'}   (TensorBoard logs: TensorFlow backend only)\n")
     print("| quantity | value |\n|---|---:|")
     for key, value in summary.items():
         print(f"| {key} | {value:.6g} |")

@@ -4,11 +4,23 @@
     L1 = λ1·Σ|x|,  L2 = λ2·Σx²   (separate λs for weights and biases)
 """
 
-from keras_l1l2plus.apply import regularize
-from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1
-from keras_l1l2plus.proximal import ProximalOptimizer
-from keras_l1l2plus.regularizer import L1L2Plus
-from keras_l1l2plus.terms import penalty_terms
+try:
+    import keras
+except ImportError as error:  # no Keras, or Keras without the backend KERAS_BACKEND names
+    raise ImportError(
+        "keras_l1l2plus needs Keras 3 and one of its backends. Install one of: "
+        "pip install 'keras-l1l2plus[tensorflow]' (the default backend), "
+        "'keras-l1l2plus[jax]' or 'keras-l1l2plus[torch]', and set KERAS_BACKEND to the "
+        f"backend you installed (jax, torch; tensorflow when unset). Import error: {error}"
+    ) from error
+if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 (tf.keras era)
+    raise ImportError(f"keras_l1l2plus needs Keras 3; Keras {keras.__version__} is installed.")
+
+from keras_l1l2plus.apply import regularize  # noqa: E402
+from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1  # noqa: E402
+from keras_l1l2plus.proximal import ProximalOptimizer  # noqa: E402
+from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
+from keras_l1l2plus.terms import penalty_terms  # noqa: E402
 
 __version__ = "0.2.0"
 

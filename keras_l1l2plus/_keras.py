@@ -9,6 +9,7 @@ giving wrong numbers.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator
 
 import keras
@@ -18,7 +19,12 @@ __all__ = [
     "add_model_metric",
     "compute_loss_accepts_training",
     "flatten_layers",
+    "is_running",
+    "lower_is_better",
+    "running_call",
     "micro_steps",
+    "optimizer_built_variables",
+    "optimizer_own_variables",
     "num_replicas",
     "optimizer_slot",
     "own_trainable_variables",
@@ -34,6 +40,54 @@ try:
     from keras.src.trainers.compile_utils import MetricsList as MetricContainer
 except ImportError:  # pragma: no cover - other Keras layouts
     MetricContainer = keras.metrics.Metric
+
+
+class _LowerIsBetter(keras.metrics.Metric):
+    """A name and a direction: what Keras's monitor callbacks look up.
+
+    `MonitorCallback` reads the private `_direction` of a container's
+    sub-metrics to choose mode="auto"; fallback: monitors need mode="min".
+    """
+
+    _direction = "down"
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def result(self):
+        return keras.ops.zeros(())
+
+
+def lower_is_better(name: str) -> keras.metrics.Metric:
+    """A stand-in sub-metric `name` that Keras's monitors read as lower-is-better."""
+    return _LowerIsBetter(name=name)
+
+
+def running_call(model: Any) -> Any:
+    """The frame of the Keras `fit` or `evaluate` of `model` that is calling us, if any.
+
+    Python's frames are the one precise signal of whether a call is still
+    running after an exception may have ended it without a word; Keras gives
+    callbacks none. Found by the method's name and its `self`. Fallback (a
+    trainer whose method has another name): None, and calls nested in the
+    fit (an `evaluate` from a callback) run the plain step.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in ("fit", "evaluate") and frame.f_locals.get("self") is model:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def is_running(frame: Any) -> bool:
+    """Whether `frame` is on the current call stack (its call has not ended)."""
+    current = sys._getframe(1)
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
 
 
 def flatten_layers(layer: Any) -> Iterator[Any]:
@@ -91,6 +145,25 @@ def optimizer_slot(optimizer: Any, name: str, variable: Any) -> Any:
     the learning rate.
     """
     return getattr(optimizer, name)[optimizer._get_variable_index(variable)]
+
+
+def optimizer_own_variables(optimizer: Any) -> list:
+    """The variables an optimizer wrapper created itself (iterations, learning rate).
+
+    `Optimizer._variables`, as Keras's `LossScaleOptimizer` lists them before
+    its inner optimizer's in `variables`; public `variables` of a wrapper is
+    what the wrapper defines, so it cannot be used to define it.
+    """
+    return list(optimizer._variables)
+
+
+def optimizer_built_variables(optimizer: Any) -> list:
+    """The trainable variables the optimizer was built with, in order.
+
+    `Optimizer._trainable_variables`: what `apply(grads)` without variables
+    and `stateless_apply` pair the gradients with (as `LossScaleOptimizer` does).
+    """
+    return list(optimizer._trainable_variables)
 
 
 def micro_steps(optimizer: Any) -> Any:

@@ -107,8 +107,11 @@ class PenaltyLogger(keras.callbacks.Callback):
         self._attachment = metrics.attachment(model)
         self._keys = self._attachment.attach(self).keys
 
+    def _holds(self) -> bool:
+        return self._attachment is not None and self._attachment.logger is self
+
     def _detach(self) -> None:
-        if self._attachment is not None and self._attachment.owner is self:
+        if self._holds():
             self._attachment.detach()
         self._attachment = None
 
@@ -118,16 +121,16 @@ class PenaltyLogger(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         # evaluate(callbacks=[PenaltyLogger()]) on its own; inside fit it is attached already.
-        if self._attachment is None or self._attachment.owner is not self:
+        if not self._holds():
             self._evaluating_only = True
             self._attach()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._attachment is not None and self._attachment.owner is self:
+        if self._holds():
             self._attachment.claim("train")
 
     def on_test_batch_begin(self, batch, logs=None):
-        if self._attachment is not None and self._attachment.owner is self:
+        if self._holds():
             self._attachment.claim("test")
 
     def on_train_batch_end(self, batch, logs=None):

@@ -36,25 +36,13 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.regularizer import recording_terms
-from keras_l1l2plus.steps import KINDS, StepSwitch
+from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
 from keras_l1l2plus.terms import penalty_terms, sparsity
 
 __all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
 _ATTRIBUTE = "_keras_l1l2plus_attachment"
 _ABSENT = object()
-
-
-class _LowerIsBetter(keras.metrics.Metric):
-    """A name and a direction: what Keras's monitor callbacks look up."""
-
-    _direction = "down"
-
-    def update_state(self, *args, **kwargs):
-        pass
-
-    def result(self):
-        return ops.zeros(())
 
 
 class PenaltyMetric(_keras.MetricContainer):
@@ -73,15 +61,16 @@ class PenaltyMetric(_keras.MetricContainer):
     metric of `model.metrics` with `(y, y_pred)` leaves this one exact.
     """
 
-    def __init__(self, model: Any, *, per_layer: bool = False, name: str = "penalty_terms"):
+    def __init__(self, model: Any, *, per_layer: bool = False, term_keys: tuple[str, ...] | None = None,
+                 name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model)
-        self.mean_keys = (*self._terms(), "data_loss")
+        self.mean_keys = (*(term_keys if term_keys is not None else self._terms()), "data_loss")
         self.latest_keys = tuple(self._sparsity())
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
-        self.metrics = [_LowerIsBetter(name=key) for key in self.mean_keys]
+        self.metrics = [_keras.lower_is_better(key) for key in self.mean_keys]
         self._totals = self.add_variable(shape=(len(self.mean_keys),), initializer="zeros", name="totals")
         self._count = self.add_variable(shape=(), initializer="zeros", name="count")
         self._latest = self.add_variable(
@@ -154,11 +143,12 @@ class Attachment:
     def __init__(self, model: Any):
         self.model = model
         self.metric: PenaltyMetric | None = None
-        self.per_layer = False
         self.switches: dict[str, StepSwitch] = {}
-        self.owner: Any = None
+        self.logger: Any = None
         self.attached = False
         self._claims: set[str] = set()
+        self._running: Any = None  # the frame of the fit/evaluate the logger runs in
+        self._hooked = False
         self._user_compute_loss: Any = _ABSENT
         self._loss_calls = 0
 
@@ -167,31 +157,40 @@ class Attachment:
     def attach(self, logger: Any) -> PenaltyMetric:
         """Makes `model`'s steps compute the terms, for `logger`'s fit or evaluate."""
         if self.attached:
-            owner = self.owner
-            if owner is not None and owner is not logger and owner.params and owner.params is logger.params:
+            held = self.logger
+            if held is not None and held is not logger and held.params and held.params is logger.params:
                 raise ValueError(
                     "Two PenaltyLogger callbacks in one call of fit/evaluate: pass one. "
-                    f"Received: {owner!r} and {logger!r}"
+                    f"Received: {held!r} and {logger!r}"
                 )
             self.detach()  # left by a call that raised, or by this logger
         model = self.model
-        if self.metric is None or self.per_layer != logger.per_layer:
+        keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
+        if self.metric is None or self.metric.mean_keys[:-1] != keys:
             strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                self.metric = PenaltyMetric(model, per_layer=logger.per_layer)
+                self.metric = PenaltyMetric(model, per_layer=logger.per_layer, term_keys=keys)
             self.metric.on_reset = self._on_reset
-            self.per_layer = logger.per_layer
             self.switches = {}  # traced with another metric
-        self._hook_compute_loss()
-        _keras.add_model_metric(model, self.metric)
+        # The plain steps: the model's own, or made now, while nothing of ours is on it.
+        plain = {}
         for kind in KINDS:
             current = getattr(model, f"{kind}_function", None)
             switch = self.switches.get(kind)
             if switch is None or current is not switch.plain:
-                switch = self.switches[kind] = StepSwitch(self, model, kind, current)
-            setattr(model, f"{kind}_function", switch)
-        self.owner = logger
-        self.attached = True
+                plain[kind] = current if current is not None else make_step_function(model, kind)
+        self.attached = True  # from here on, detach() undoes whatever is done
+        try:
+            self._install()
+            for kind, function in plain.items():
+                self.switches[kind] = StepSwitch(self, kind, function, make_step_function(model, kind))
+            for kind in KINDS:
+                setattr(model, f"{kind}_function", self.switches[kind])
+        except BaseException:
+            self.detach()
+            raise
+        self.logger = logger
+        self._running = _keras.running_call(model)
         self._claims.clear()
         self.metric.reset_state()
         return self.metric
@@ -200,21 +199,26 @@ class Attachment:
         """Gives the model back exactly what it had: its metrics, compute_loss and step functions."""
         if not self.attached:
             return
-        model = self.model
-        _keras.remove_model_metric(model, self.metric)
-        if self._user_compute_loss is _ABSENT:
-            object.__delattr__(model, "compute_loss")
-        else:
-            object.__setattr__(model, "compute_loss", self._user_compute_loss)
-        _keras.compute_loss_accepts_training(model, _takes_training(model.compute_loss))
+        self._uninstall()
         for kind, switch in self.switches.items():
-            if getattr(model, f"{kind}_function", None) is switch:
-                setattr(model, f"{kind}_function", switch.plain)
-        self.owner = None
+            if getattr(self.model, f"{kind}_function", None) is switch:
+                setattr(self.model, f"{kind}_function", switch.plain)
+        self.logger = None
+        self._running = None
         self.attached = False
         self._claims.clear()
 
-    def _hook_compute_loss(self) -> None:
+    def rebuild(self) -> None:
+        """New plain and logged steps (the penalties changed), traced at their next call."""
+        model = self.model
+        self._uninstall()
+        plain = {kind: make_step_function(model, kind) for kind in self.switches}
+        self._install()
+        for kind, switch in self.switches.items():
+            switch.plain, switch.logged, switch.checked = plain[kind], make_step_function(model, kind), False
+
+    def _install(self) -> None:
+        """The compute_loss hook and the metric among `model.metrics`."""
         model = self.model
         self._user_compute_loss = vars(model).get("compute_loss", _ABSENT)
         compute_loss = model.compute_loss  # the bound method, overrides included
@@ -236,6 +240,19 @@ class Attachment:
 
         object.__setattr__(model, "compute_loss", compute_loss_with_penalty_terms)
         _keras.compute_loss_accepts_training(model, True)
+        self._hooked = True
+        _keras.add_model_metric(model, metric)
+
+    def _uninstall(self) -> None:
+        model = self.model
+        _keras.remove_model_metric(model, self.metric)
+        if self._hooked:
+            if self._user_compute_loss is _ABSENT:
+                object.__delattr__(model, "compute_loss")
+            else:
+                object.__setattr__(model, "compute_loss", self._user_compute_loss)
+            _keras.compute_loss_accepts_training(model, _takes_training(model.compute_loss))
+            self._hooked = False
 
     # --- per step ----------------------------------------------------------
 
@@ -243,12 +260,17 @@ class Attachment:
         """The next call of the model's `kind` step function is the logger's."""
         self._claims.add(kind)
 
-    def claimed(self, kind: str) -> bool:
-        """Consumes the claim on `kind`; False if there was none."""
+    def runs_logged(self, kind: str) -> bool:
+        """Whether this call of the `kind` step is the logger's (consumes its claim).
+
+        It is when the logger claimed it, or when the call is nested in the
+        logger's running fit/evaluate (an `evaluate` or `train_on_batch` from
+        a callback). It is not after that fit raised: the fit is gone.
+        """
         if kind in self._claims:
             self._claims.discard(kind)
             return True
-        return False
+        return self._running is not None and _keras.is_running(self._running)
 
     def metric_state_positions(self) -> list[int]:
         """Where the metric's variables sit in `model.metrics_variables`."""

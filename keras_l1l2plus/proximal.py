@@ -18,7 +18,7 @@ wherever the update runs: `fit`, a custom `GradientTape` loop,
 
 Step sizes (`threshold="adaptive"`, the default):
 
-    SGD           η   = lr                                   (exactly ISTA)
+    SGD           η   = lr                                   (ISTA, exactly so without momentum)
     Adam, AdamW   η_i = lr · √(1 − β2^t) / (√v_i + ε)        (v: v̂max with amsgrad)
     RMSprop       η_i = lr / √(v_i + ε)                      (centered: √(v_i − ḡ_i² + ε))
     Adagrad       η_i = lr / √(a_i + ε)
@@ -31,10 +31,13 @@ quadratic model the optimizer minimises at that step. It makes exact zeros
 under Adam; it is not a guarantee of reaching the L1 optimum.
 
 A coordinate that has never had a non-zero gradient has no second-moment
-estimate (v_i = 0): ProxGen's η_i would be lr·√(1−β2^t)/ε, about 3·10⁵·lr
-with Keras's ε = 1e-7, which wipes out an embedding row a batch never saw in
-a few steps. Such coordinates take η = lr instead, as under SGD: weights the
-data has not reached yet shrink at the plain ISTA rate, no faster.
+estimate (v_i = 0): ProxGen's η_i would be lr·√(1−β2^t)/ε for Adam, about
+3·10⁵·lr with Keras's ε = 1e-7 (lr/√ε ≈ 3·10³·lr for RMSprop), which wipes out
+an embedding row a batch never saw in a few steps. Such coordinates take
+η = lr instead, as under SGD: weights the data has not reached yet shrink at
+the plain ISTA rate, no faster. (Adagrad's accumulator starts at
+`initial_accumulator_value`, 0.1 by default, which bounds its η_i by
+lr/√0.1 already; the rule applies to it only when that value is 0.)
 
 `threshold="decoupled"` uses η = lr for every coordinate and every
 optimizer: L1's counterpart of AdamW's decoupled weight decay. It is a
@@ -44,9 +47,10 @@ same one under SGD.
 
 Gradient accumulation: the step runs once per real update, with that
 update's η (accumulate-only steps leave the variables alone). EMA
-(`use_ema=True`): Keras replaces the weights by their moving average at the
-end of `fit`; that average is restricted to the final weights' support, so the
-returned model keeps exactly the zeros the logs report.
+(`use_ema=True`): the moving average is kept of the thresholded weights (Keras
+averages inside the inner update, before the step; the step corrects it), and
+when Keras replaces the weights by it at the end of `fit` it is restricted to
+the final weights' support, so the returned model keeps their exact zeros.
 """
 
 from __future__ import annotations
@@ -68,9 +72,15 @@ THRESHOLDS = ("adaptive", "decoupled")
 def soft_threshold(w: Any, threshold: Any) -> Any:
     """sign(w) · max(|w| − threshold, 0): the proximal operator of threshold·|w|.
 
-    With threshold 0 it returns `w` exactly.
+    Computed as `w − clip(w, −threshold, threshold)`: the same values (exactly
+    0 where |w| ≤ threshold, `w` itself where threshold is 0) in fewer passes.
     """
-    return ops.sign(w) * ops.maximum(ops.absolute(w) - threshold, 0)
+    return w - _shrinkage(w, threshold)
+
+
+def _shrinkage(w: Any, threshold: Any) -> Any:
+    """What soft thresholding takes off `w`: clip(w, −threshold, threshold)."""
+    return ops.clip(w, -threshold, threshold)
 
 
 def proximal_l1(variable: Any) -> float:
@@ -203,33 +213,45 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return _keras.optimizer_own_variables(self) + self.inner_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
             self.built = True
-        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        grads = list(grads)
+        if trainable_variables is None:
+            variables = _keras.optimizer_built_variables(self)
+        else:
+            variables = list(trainable_variables)
         inner = self.inner_optimizer
         targets = [(v, l1) for v, g in zip(variables, grads) if g is not None and (l1 := proximal_l1(v))]
         if targets:
-            # Of the update about to run: its learning rate and step t, and
-            # whether it is a real update or only accumulates gradients.
+            # Read before the update runs: its learning rate and step t,
+            # whether it is a real update or only accumulates gradients, and
+            # whether it is the EMA's first step.
             learning_rate = inner.learning_rate
             step = inner.iterations + 1
-            real = 1.0
+            is_update_step = 1.0
             if inner.gradient_accumulation_steps:
                 micro_step = _keras.micro_steps(inner) + 1
-                real = ops.cast(ops.equal(micro_step % inner.gradient_accumulation_steps, 0), "float32")
-        inner.apply(grads, trainable_variables)
+                is_update_step = ops.cast(ops.equal(micro_step % inner.gradient_accumulation_steps, 0), "float32")
+            first_ema_step = ops.equal(inner.iterations, 0) if inner.use_ema else None
+        inner.apply(grads, variables)
         for variable, l1 in targets:
             eta = step_size(inner, variable, learning_rate, step, self.threshold)
-            threshold = ops.cast(l1 * real, variable.dtype) * eta
-            value = soft_threshold(variable, threshold)
-            if variable.constraint is not None:
-                value = variable.constraint(value)
-            variable.assign(value)
+            updated = variable.value
+            shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
+            if variable.constraint is None:
+                change = -shrinkage
+                variable.assign_sub(shrinkage)
+            else:  # the variable's own constraint applies last
+                value = variable.constraint(updated - shrinkage)
+                change = value - updated  # read before the assign
+                variable.assign(value)
+            if first_ema_step is not None:
+                _correct_moving_average(inner, variable, first_ema_step, change)
 
     def finalize_variable_values(self, var_list):
         """The inner optimizer's (EMA), keeping the zeros of proximal variables."""
@@ -265,6 +287,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
         return cls(inner, **config)
+
+
+def _correct_moving_average(optimizer: Any, variable: Any, first_step: Any, change: Any) -> None:
+    """Moves the EMA of `variable` as if Keras had averaged the thresholded weights.
+
+    Keras updated `average ← μ·average + (1 − μ)·w` inside the inner update,
+    before the proximal step changed w by `change`; μ is 0 at the first step.
+    """
+    average = _keras.optimizer_slot(optimizer, "_model_variables_moving_average", variable)
+    if average is None:
+        return
+    momentum = ops.where(first_step, 0.0, optimizer.ema_momentum)
+    average.assign(average + ops.cast(1 - momentum, variable.dtype) * change)
 
 
 def uses_proximal_step(optimizer: Any) -> bool:

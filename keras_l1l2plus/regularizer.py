@@ -41,9 +41,10 @@ _recording = threading.local()
 def recording_terms() -> Iterator[dict[int, tuple[Any, Any]]]:
     """Collects the terms every `L1L2Plus` call on a variable computes meanwhile.
 
-    Yields `{id(variable): (l1_term, l2_term)}`, filled as Keras calls the
-    regularizers while it computes the loss, so the terms can be logged
-    without computing them a second time.
+    Yields `{id(x): (x, l1_term, l2_term)}` for every `x` an `L1L2Plus` was
+    called on meanwhile, filled as Keras calls the regularizers on its
+    variables while it computes the loss, so the terms can be logged without
+    computing them a second time. `x` is kept so that its id stays its own.
     """
     previous = getattr(_recording, "terms", None)
     _recording.terms = {}
@@ -227,8 +228,12 @@ class L1L2Plus(keras.regularizers.Regularizer):
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor."""
         l1_term, l2_term = self.terms(x)
         recorded = getattr(_recording, "terms", None)
-        if recorded is not None and isinstance(x, keras.Variable):
-            recorded[id(x)] = (l1_term, l2_term)
+        if recorded is not None:
+            # Keras's TensorFlow and PyTorch trainers call the regularizers on
+            # the variables inside compute_loss. (The JAX trainer calls them
+            # earlier, in stateless_call, on the variables' values: nothing is
+            # recorded there, and penalty_terms computes the terms again.)
+            recorded[id(x)] = (x, l1_term, l2_term)
         return l1_term + l2_term
 
     def get_config(self) -> dict[str, Any]:

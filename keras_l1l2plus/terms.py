@@ -98,9 +98,8 @@ def penalty_terms(
         if split is None:
             penalty = penalty + ops.cast(ops.sum(regularizer(owned.variable)), "float32")
             continue
-        if recorded is not None and id(owned.variable) in recorded and split is regularizer:
-            pair = recorded[id(owned.variable)]
-        else:
+        pair = _recorded_terms(recorded, owned.variable) if split is regularizer else None
+        if pair is None:
             pair = split.terms(owned.variable)
         l1_term, l2_term = (ops.cast(t, "float32") for t in pair)
         penalty = penalty + l1_term + l2_term
@@ -113,6 +112,12 @@ def penalty_terms(
     terms["penalty"] = penalty
     terms.update(layer_terms)
     return terms
+
+
+def _recorded_terms(recorded: dict | None, variable: Any) -> tuple[Any, Any] | None:
+    """The terms recorded for `variable` in this step, if its regularizer was called on it."""
+    found = recorded.get(id(variable)) if recorded else None
+    return None if found is None else found[1:]
 
 
 def sparsity(model: keras.layers.Layer) -> dict[str, Any]:

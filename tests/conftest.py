@@ -28,8 +28,11 @@ def fresh_python():
 
 
 def run_fresh_python(code: str, cwd=None, timeout=300) -> str:
-    """Run `code` in a new Python process; return its stdout, fail on a non-zero exit."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    """Run `code` in a new Python process, on this process's backend; return its stdout.
+
+    Fails on a non-zero exit.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=keras.backend.backend())
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=cwd,

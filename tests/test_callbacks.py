@@ -8,7 +8,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backends import only_on
 
 import keras_l1l2plus as kl
 
@@ -136,7 +136,7 @@ def test_val_data_loss_is_val_loss_minus_penalty_at_the_evaluated_weights(as_dat
     model = make_model()
     validation = (x_val, y_val)
     if as_dataset:
-        validation = tf.data.Dataset.from_tensor_slices(validation).batch(7)
+        validation = Batches(x_val, y_val, 7)
     history = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, validation_data=validation,
                         callbacks=[kl.PenaltyLogger()]).history
     weights = model.get_weights()
@@ -145,6 +145,20 @@ def test_val_data_loss_is_val_loss_minus_penalty_at_the_evaluated_weights(as_dat
     assert history["val_loss"][0] == pytest.approx(
         history["val_data_loss"][0] + history["val_penalty"][0], rel=1e-6
     )
+
+
+class Batches(keras.utils.PyDataset):
+    """(x, y) in batches of `size`: a dataset on every backend."""
+
+    def __init__(self, x, y, size):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        return self.x[i * self.size:(i + 1) * self.size], self.y[i * self.size:(i + 1) * self.size]
 
 
 def test_validation_split():
@@ -171,6 +185,7 @@ def test_mixed_precision_policy():
         assert logs["data_loss"] == pytest.approx(want["data_loss"], rel=2e-3)
 
 
+@only_on("tensorflow", reason="Keras's TensorBoard callback writes through TensorFlow")
 def test_logs_through_progress_bar_history_csv_and_tensorboard_in_any_order(tmp_path, capsys):
     x, y = make_data()
     x_val, y_val = make_data(seed=1, n=20)
@@ -218,6 +233,7 @@ def test_logs_through_progress_bar_history_csv_and_tensorboard_in_any_order(tmp_
 
 def read_scalars(folder):
     """{tag: [values in step order]} of the scalar summaries in `folder`, read by TensorBoard."""
+    import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
 
     events = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
@@ -336,6 +352,7 @@ def test_nan_weights_are_logged_and_terminate_on_nan_still_stops():
 
 
 @pytest.mark.slow
+@only_on("tensorflow", reason="tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(fresh_python):
     out = fresh_python(
         """
@@ -381,3 +398,128 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(fresh_pytho
         np.testing.assert_allclose(
             np.array(h["data_loss"]) + np.array(h["penalty"]), h["loss"], rtol=1e-6
         )
+
+
+@pytest.mark.slow
+@only_on("jax", reason="keras.distribution.DataParallel over virtual CPU devices")
+def test_jax_data_parallel_on_two_cpu_devices_matches_single_device(fresh_python):
+    out = fresh_python(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        import json
+        import jax, keras, numpy as np
+        import keras_l1l2plus as kl
+
+        assert len(jax.devices()) == 2
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 5)).astype("float32")
+        y = rng.normal(size=(64, 2)).astype("float32")
+
+        def run(distribution):
+            keras.distribution.set_distribution(distribution)
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
+                                      keras.layers.Dense(2)])
+            kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005,
+                          proximal_weight=True)
+            model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+            history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                                validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger()])
+            return history.history, [w.tolist() for w in model.get_weights()]
+
+        single = run(None)
+        parallel = run(keras.distribution.DataParallel(devices=jax.devices()))
+        print(json.dumps({"single": single, "parallel": parallel}))
+        """
+    )
+    import json
+
+    result = json.loads(out.strip().splitlines()[-1])
+    (single, w1), (parallel, w2) = result["single"], result["parallel"]
+    for key in ("loss", "data_loss", "penalty", "val_data_loss", "sparsity_weight", *TERMS):
+        np.testing.assert_allclose(parallel[key], single[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert sum((np.array(w) == 0).sum() for w in w1[::2]) > 0  # the proximal step made zeros
+
+
+MULTI_WORKER_RUN = """
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+import keras
+import keras_l1l2plus as kl
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy() if "TF_CONFIG" in os.environ else tf.distribute.get_strategy()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 5)).astype("float32")
+y = rng.normal(size=(64, 2)).astype("float32")
+init = [rng.normal(size=s).astype("float32") for s in ((5, 4), (4,), (4, 2), (2,))]
+with strategy.scope():
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+    model.set_weights(init)
+    kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005, proximal_weight=True)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[kl.PenaltyLogger()])
+with open(sys.argv[1], "w") as f:
+    json.dump({"history": history.history, "weights": [w.tolist() for w in model.get_weights()],
+               "replicas": strategy.num_replicas_in_sync}, f)
+"""
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.slow
+@only_on("tensorflow", reason="tf.distribute.MultiWorkerMirroredStrategy")
+def test_multi_worker_mirrored_two_processes_match_a_single_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(MULTI_WORKER_RUN)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.json")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    try:
+        for index in range(2):
+            config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            processes.append(subprocess.Popen(
+                [sys.executable, str(script), str(tmp_path / f"worker{index}.json")],
+                env=dict(env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True))
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    expected = json.loads((tmp_path / "single.json").read_text())
+    for index in range(2):
+        result = json.loads((tmp_path / f"worker{index}.json").read_text())
+        assert result["replicas"] == 2
+        for key in ("loss", "data_loss", "penalty", "sparsity_weight", *TERMS):
+            np.testing.assert_allclose(result["history"][key], expected["history"][key], rtol=1e-5, atol=1e-7,
+                                       err_msg=key)
+        for a, b in zip(result["weights"], expected["weights"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    kernels = [np.array(w) for w in expected["weights"][::2]]
+    assert sum((k == 0).sum() for k in kernels) > 0  # the proximal step made zeros

@@ -7,6 +7,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from backends import only_on
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -183,12 +184,10 @@ def test_a_train_step_that_never_calls_compute_loss_is_an_error():
     assert set(model.fit(x, y, epochs=1, verbose=0).history) == {"loss"}
 
 
+@only_on("tensorflow", reason="the keras.io guide's TensorFlow train_step")
 def test_the_keras_io_custom_train_step_logs_exact_terms():
     """The "customizing what happens in fit" step: every metric gets update_state(y, y_pred)."""
     import tensorflow as tf
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the keras.io step uses tf.GradientTape")
 
     class CustomModel(keras.Sequential):
         def train_step(self, data):
@@ -356,3 +355,64 @@ def test_per_layer_keys_stay_fixed_when_layers_change_mid_fit():
     assert "l2_weight/a" in history and "l2_weight/b" not in history
     kernels = [v.numpy().astype("float64") for v in model.trainable_weights if v.name == "kernel"]
     assert history["l2_weight"][1] == pytest.approx(0.1 * sum(np.square(k).sum() for k in kernels), rel=1e-6)
+
+
+def test_an_evaluate_from_a_callback_inside_a_logged_fit_keeps_the_logger():
+    x, y = make_data()
+
+    class EvaluateAtEpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.result = self.model.evaluate(x[:16], y[:16], verbose=0, return_dict=True)
+
+    nested = EvaluateAtEpochEnd()
+    model = make_model()
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(x[:16], y[:16]),
+                        callbacks=[kl.PenaltyLogger(), nested]).history
+    assert len(history["penalty"]) == len(history["val_data_loss"]) == 3
+    assert nested.result["loss"] == pytest.approx(nested.result["data_loss"] + nested.result["penalty"], rel=1e-6)
+    assert set(model.fit(x, y, epochs=1, verbose=0).history) == KERAS_KEYS
+
+
+def test_the_compute_loss_error_is_raised_again_on_the_next_fit():
+    class OwnLoss(keras.Sequential):
+        def train_step(self, data):
+            x, y = data
+            return {"loss": keras.ops.mean(keras.ops.square(y - self(x, training=True)))}
+
+    x, y = make_data()
+    model = OwnLoss([keras.Input((5,)), L.Dense(2)])
+    kl.regularize(model, **LAMBDAS)
+    model.compile(optimizer="sgd", loss="mse")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="never called compute_loss"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+
+
+def test_a_failure_while_attaching_leaves_the_model_plain(monkeypatch):
+    import keras_l1l2plus.metrics as metrics_module
+
+    x, y = make_data()
+    model = make_model()
+
+    def broken(model, kind):
+        raise OSError("cannot build")
+
+    monkeypatch.setattr(metrics_module, "make_step_function", broken)
+    with pytest.raises(OSError, match="cannot build"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+    monkeypatch.undo()
+    assert "compute_loss" not in vars(model)
+    assert [m.name for m in model.metrics] == [m.name for m in make_model().metrics]
+    assert set(model.fit(x, y, epochs=1, verbose=0).history) == KERAS_KEYS
+
+
+def test_per_layer_keys_follow_the_layers_from_one_fit_to_the_next():
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), L.Dense(4, name="a"), L.Dense(2, name="b")])
+    model.layers[0].kernel.regularizer = L1L2Plus(l2=0.1)
+    model.compile(optimizer="sgd", loss="mse")
+    first = model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(per_layer=True)]).history
+    kl.regularize(model, l2_weight=0.1)
+    second = model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(per_layer=True)]).history
+    assert "l2_weight/b" not in first and "l2_weight/b" in second

@@ -6,7 +6,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from backends import BACKEND, gradients, only_on, to_numpy, value_and_grad
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -22,8 +22,8 @@ def numpy_soft_threshold(w, t):
 def test_soft_threshold():
     w = np.array([-2.0, -0.5, 0.0, 0.3, 1.5], "float32")
     t = np.array([1.0, 1.0, 1.0, 0.1, 2.0], "float32")
-    np.testing.assert_allclose(soft_threshold(w, t), numpy_soft_threshold(w, t), atol=1e-7)
-    np.testing.assert_array_equal(soft_threshold(w, 1.0).numpy() == 0, [False, True, True, True, False])
+    np.testing.assert_allclose(to_numpy(soft_threshold(w, t)), numpy_soft_threshold(w, t), atol=1e-7)
+    np.testing.assert_array_equal(to_numpy(soft_threshold(w, 1.0)) == 0, [False, True, True, True, False])
 
 
 # --- a linear regression with a known L1 / elastic-net solution ------------------
@@ -70,8 +70,9 @@ def fit_linear(x, y, l1, l2, proximal, optimizer, steps, jit_compile=False, call
     if proximal:
         optimizer = kl.ProximalOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss="mse", steps_per_execution=100, jit_compile=jit_compile)
-    data = tf.data.Dataset.from_tensors((x, y[:, None])).repeat()
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks))
+    # Full batch, `steps` times: the data tiled, one batch per copy.
+    model.fit(np.tile(x, (steps, 1)), np.tile(y[:, None], (steps, 1)), batch_size=len(x), epochs=1,
+              verbose=0, shuffle=False, callbacks=list(callbacks))
     return model.layers[0].kernel.numpy()[:, 0].astype("float64"), float(model.layers[0].bias.numpy()[0])
 
 
@@ -182,25 +183,22 @@ def test_learning_rate_schedule_is_read_at_each_step():
 
 def test_l1_counts_once_in_the_loss_and_not_in_the_gradient():
     reg = L1L2Plus(l1=0.3, l2=0.2, proximal=True)
-    v = tf.Variable([[1.0, -2.0], [0.0, 0.5]])
-    with tf.GradientTape() as tape:
-        penalty = reg(v)
+    v = np.array([[1.0, -2.0], [0.0, 0.5]], "float32")
+    penalty, grad = value_and_grad(reg, v)
     expected = 0.3 * 3.5 + 0.2 * (1 + 4 + 0.25)
     assert float(penalty) == pytest.approx(expected, rel=1e-6)
-    np.testing.assert_allclose(tape.gradient(penalty, v), 2 * 0.2 * v.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(grad), 2 * 0.2 * v, rtol=1e-6)
 
 
 @pytest.mark.parametrize("zero_grad", [0.0, 1.0, -0.5])
 def test_zero_grad_is_accepted_and_unused_in_proximal_mode(zero_grad):
     reg = L1L2Plus(l1=0.3, zero_grad=zero_grad, proximal=True)
-    v = tf.Variable([0.0, 1.0, -2.0, 0.0])
-    with tf.GradientTape() as tape:
-        penalty = reg(v)
+    v = np.array([0.0, 1.0, -2.0, 0.0], "float32")
+    penalty, grad = value_and_grad(reg, v)
     assert float(penalty) == pytest.approx(0.9, rel=1e-6)
-    grad = tape.gradient(penalty, v, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    np.testing.assert_array_equal(grad, np.zeros(4, "float32"))
+    np.testing.assert_array_equal(to_numpy(grad), np.zeros(4))
     # The proximal step keeps exact zeros where the data gradient is small.
-    np.testing.assert_array_equal(soft_threshold(v.numpy() - 0.01, 0.3).numpy()[[0, 3]], [0.0, 0.0])
+    np.testing.assert_array_equal(to_numpy(soft_threshold(v - 0.01, 0.3))[[0, 3]], [0.0, 0.0])
 
 
 def test_loss_logs_include_the_l1_term_once():
@@ -296,6 +294,7 @@ def test_mixed_precision():
 
 
 @pytest.mark.slow
+@only_on("tensorflow", reason="tf.distribute.MirroredStrategy")
 def test_mirrored_strategy_matches_single_device(fresh_python):
     out = fresh_python(
         """
@@ -472,15 +471,12 @@ def test_custom_gradient_tape_loop_reaches_the_lasso_solution():
     optimizer = kl.ProximalOptimizer(keras.optimizers.SGD(lipschitz_step(x)))
     mse = keras.losses.MeanSquaredError()
 
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = mse(yb, model(xb, training=True)) + kl.penalty_terms(model)["penalty"]
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    def loss():
+        return mse(y[:, None], model(x, training=True)) + kl.penalty_terms(model)["penalty"]
 
-    for _ in range(3000):
-        step(x, y[:, None])
+    for _ in range(1500):  # eager, one backend's gradient per step (tests/backends.py)
+        _, grads = gradients(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
     w, b = model.layers[0].kernel.numpy()[:, 0].astype("float64"), float(model.layers[0].bias.numpy()[0])
     np.testing.assert_array_equal(w == 0, ref_w == 0)
     ours, theirs = keras_objective(w, b, x, y, 0.4, 0.0), keras_objective(ref_w, ref_b, x, y, 0.4, 0.0)
@@ -517,3 +513,64 @@ def test_keras_file_in_a_fresh_process_keeps_the_proximal_optimizer(tmp_path, fr
     kernel = model.layers[0].kernel.numpy().ravel()
     assert (kernel == 0).sum() >= 3
     np.testing.assert_allclose(result["kernel"], kernel, rtol=1e-5, atol=1e-7)
+
+
+def test_ema_is_kept_of_the_thresholded_weights():
+    x, y = regression_problem(n=32, p=6)
+    lr, l1, momentum, steps = 0.1, 0.6, 0.8, 25
+    model = keras.Sequential([keras.Input((6,)), L.Dense(1, use_bias=False, kernel_initializer="ones",
+                                                          kernel_regularizer=L1L2Plus(l1=l1, proximal=True))])
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(lr, use_ema=True, ema_momentum=momentum)),
+                  loss="mse")
+    model.fit(np.tile(x, (steps, 1)), np.tile(y[:, None], (steps, 1)), batch_size=32, epochs=1, verbose=0,
+              shuffle=False)
+    w, average = np.ones(6), None
+    x64, y64 = x.astype("float64"), y.astype("float64")
+    for _ in range(steps):
+        w = numpy_soft_threshold(w - lr * 2 * x64.T @ (x64 @ w - y64) / len(y64), lr * l1)
+        average = w.copy() if average is None else momentum * average + (1 - momentum) * w
+    assert (w == 0).sum() >= 2
+    np.testing.assert_allclose(model.layers[0].kernel.numpy()[:, 0], np.where(w == 0, 0, average),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_amsgrad_and_centered_rmsprop_thresholds():
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-7
+    w, g, new = one_step(keras.optimizers.Adam(lr, amsgrad=True))
+    v = (1 - b2) * g**2  # v̂max = v after one step
+    stepped = w - lr * np.sqrt(1 - b2) / (1 - b1) * (1 - b1) * g / (np.sqrt(v) + eps)
+    eta = lr * np.sqrt(1 - b2) / (np.sqrt(v) + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(stepped, 0.05 * eta), rtol=1e-5, atol=1e-6)
+    lr, rho = 0.01, 0.9
+    w, g, new = one_step(keras.optimizers.RMSprop(lr, rho=rho, epsilon=eps, centered=True))
+    v, mg = (1 - rho) * g**2, (1 - rho) * g
+    eta = lr / np.sqrt(v - mg**2 + eps)
+    np.testing.assert_allclose(new, numpy_soft_threshold(w - eta * g, 0.05 * eta), rtol=1e-4, atol=1e-6)
+
+
+def test_adagrad_without_an_initial_accumulator_uses_lr_where_no_gradient_came():
+    lr, l1 = 0.1, 1e-3
+    model = embedding_model(keras.optimizers.Adagrad(lr, initial_accumulator_value=0.0), l1)
+    table = model.layers[0].embeddings.numpy().astype("float64")
+    ids = np.arange(5, dtype="int32")[:, None]
+    model.fit(ids, np.zeros((5, 8), "float32"), batch_size=5, epochs=1, verbose=0)
+    unseen = model.layers[0].embeddings.numpy()[5:]
+    np.testing.assert_allclose(unseen, numpy_soft_threshold(table[5:], l1 * lr), atol=1e-7)
+
+
+def test_loss_scale_optimizer_outside_gives_the_same_steps():
+    x, y = regression_problem(n=64)
+    results = []
+    for wrap in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_initializer="zeros")])
+        kl.regularize(model, l1_weight=0.3, proximal_weight=True)
+        optimizer = kl.ProximalOptimizer(keras.optimizers.Adam(0.05))
+        if wrap:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y[:, None], batch_size=16, epochs=5, verbose=0, shuffle=False)
+        results.append(model.layers[0].kernel.numpy())
+    assert (results[0] == 0).sum() >= 3
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(results[1] == 0, results[0] == 0)

@@ -1,0 +1,126 @@
+"""What the tests need from the backend they run on, one function per need.
+
+Tests call these instead of `tf.GradientTape`, `jax.grad` or `torch.autograd`,
+so every test module runs unchanged under KERAS_BACKEND=tensorflow, jax and
+torch. Tests of a feature one backend lacks use `only_on(...)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def only_on(*backends: str, reason: str):
+    """Skips a test on other backends, saying why."""
+    return pytest.mark.skipif(BACKEND not in backends, reason=f"{reason} ({BACKEND} backend)")
+
+
+def dtype_name(tensor: Any) -> str:
+    """A tensor's dtype as Keras names it ("float32", "bfloat16", ...), on every backend."""
+    return keras.backend.standardize_dtype(tensor.dtype)
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A tensor as a float64 numpy array (bfloat16 included)."""
+    return keras.ops.convert_to_numpy(keras.ops.cast(tensor, "float64"))
+
+
+def value_and_grad(f: Callable[[Any], Any], x: Any, mode: str = "eager") -> tuple[Any, Any]:
+    """`f(x)` and `∂f/∂x` for a scalar function of one tensor, as backend tensors.
+
+    `x` is a numpy array or a backend tensor; the gradient has `x`'s dtype.
+    `mode`: "eager", "compiled" (tf.function / jax.jit) or "xla"
+    (jit_compile=True / jax.jit). PyTorch runs every mode eagerly (Keras
+    compiles PyTorch only through `fit`'s `jit_compile`).
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def run(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = f(t)
+            return y, tape.gradient(y, t, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        if mode != "eager":
+            run = tf.function(run, jit_compile=mode == "xla")
+        return run(tf.convert_to_tensor(x))
+    if BACKEND == "jax":
+        import jax
+
+        run = jax.value_and_grad(f)
+        return (jax.jit(run) if mode != "eager" else run)(jax.numpy.asarray(x))
+    if BACKEND == "torch":
+        import torch
+
+        t = x.detach().clone() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        t.requires_grad_(True)
+        y = f(t)
+        y.backward()
+        return y.detach(), t.grad if t.grad is not None else torch.zeros_like(t)
+    raise NotImplementedError(BACKEND)
+
+
+def grad_wrt_variable(f: Callable[[Any], Any], initial: np.ndarray) -> np.ndarray:
+    """∂f/∂v for a `keras.Variable` v holding `initial`, with f called on the variable itself."""
+    variable = keras.Variable(initial)
+    if BACKEND == "jax":
+        import jax
+
+        def on_value(value):
+            with keras.StatelessScope(state_mapping=[(variable, value)]):
+                return f(variable)
+
+        return np.asarray(jax.grad(on_value)(variable.value))
+    return np.asarray(gradients(lambda: f(variable), [variable])[1][0])
+
+
+def gradients(loss_fn: Callable[[], Any], variables: Sequence[Any]) -> tuple[Any, list]:
+    """`loss_fn()` and its gradients with respect to `variables` (keras.Variables), as numpy.
+
+    On JAX the loss is computed in a `keras.StatelessScope` that maps the
+    variables to the values being differentiated.
+    """
+    variables = list(variables)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)
+    elif BACKEND == "jax":
+        import jax
+
+        def on_values(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn()
+
+        loss, grads = jax.value_and_grad(on_values)([v.value for v in variables])
+    elif BACKEND == "torch":
+        for v in variables:
+            v.value.grad = None
+        loss = loss_fn()
+        loss.backward()
+        grads = [v.value.grad for v in variables]
+    else:
+        raise NotImplementedError(BACKEND)
+    return keras.ops.convert_to_numpy(loss), [keras.ops.convert_to_numpy(g) for g in grads]
+
+
+def compiled(fn: Callable[[], Any], xla: bool = False) -> Callable[[], Any]:
+    """`fn` as the backend compiles it (tf.function, jax.jit); PyTorch: unchanged."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=xla)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
