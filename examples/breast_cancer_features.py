@@ -58,7 +58,8 @@ def select(l1, train, val, steps, learning_rate):
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1, activation="sigmoid")])
     kl.regularize(model, l1_weight=l1, proximal_weight=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(learning_rate)), loss="binary_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=100)
+                  metrics=["accuracy"],
+                  steps_per_execution=100 if keras.backend.backend() != "torch" else 1)  # PyTorch: 1 only
     model.fit(FullBatch(x, y[:, None], steps), epochs=1, verbose=0)
     accuracy = model.evaluate(x_val, y_val[:, None], verbose=0, return_dict=True)["accuracy"]
     return model.layers[0].kernel.numpy()[:, 0], accuracy

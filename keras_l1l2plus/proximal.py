@@ -75,6 +75,7 @@ def soft_threshold(w: Any, threshold: Any) -> Any:
     Computed as `w − clip(w, −threshold, threshold)`: the same values (exactly
     0 where |w| ≤ threshold, `w` itself where threshold is 0) in fewer passes.
     """
+    w = ops.convert_to_tensor(w)
     return w - _shrinkage(w, threshold)
 
 

@@ -14,6 +14,13 @@ import numpy as np
 import pytest
 
 BACKEND = keras.backend.backend()
+# Keras runs PyTorch eagerly, one step per call: steps_per_execution must be 1 there.
+SPE_SUPPORTED = BACKEND != "torch"
+
+
+def steps_per_execution(n: int) -> int:
+    """`n`, or 1 where the backend allows no more."""
+    return n if SPE_SUPPORTED else 1
 
 
 def only_on(*backends: str, reason: str):
@@ -62,7 +69,8 @@ def value_and_grad(f: Callable[[Any], Any], x: Any, mode: str = "eager") -> tupl
         t = x.detach().clone() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         t.requires_grad_(True)
         y = f(t)
-        y.backward()
+        if y.requires_grad:  # else f does not depend on x through a gradient
+            y.backward()
         return y.detach(), t.grad if t.grad is not None else torch.zeros_like(t)
     raise NotImplementedError(BACKEND)
 
@@ -78,11 +86,11 @@ def grad_wrt_variable(f: Callable[[Any], Any], initial: np.ndarray) -> np.ndarra
                 return f(variable)
 
         return np.asarray(jax.grad(on_value)(variable.value))
-    return np.asarray(gradients(lambda: f(variable), [variable])[1][0])
+    return keras.ops.convert_to_numpy(gradients(lambda: f(variable), [variable])[1][0])
 
 
-def gradients(loss_fn: Callable[[], Any], variables: Sequence[Any]) -> tuple[Any, list]:
-    """`loss_fn()` and its gradients with respect to `variables` (keras.Variables), as numpy.
+def gradients(loss_fn: Callable[[], Any], variables: Sequence[Any]) -> tuple[float, list]:
+    """`loss_fn()` (a float) and its gradients with respect to `variables` (backend tensors).
 
     On JAX the loss is computed in a `keras.StatelessScope` that maps the
     variables to the values being differentiated.
@@ -107,10 +115,11 @@ def gradients(loss_fn: Callable[[], Any], variables: Sequence[Any]) -> tuple[Any
             v.value.grad = None
         loss = loss_fn()
         loss.backward()
+        loss = loss.detach()
         grads = [v.value.grad for v in variables]
     else:
         raise NotImplementedError(BACKEND)
-    return keras.ops.convert_to_numpy(loss), [keras.ops.convert_to_numpy(g) for g in grads]
+    return float(keras.ops.convert_to_numpy(loss)), list(grads)
 
 
 def compiled(fn: Callable[[], Any], xla: bool = False) -> Callable[[], Any]:
@@ -124,3 +133,53 @@ def compiled(fn: Callable[[], Any], xla: bool = False) -> Callable[[], Any]:
 
         return jax.jit(fn)
     return fn
+
+
+def custom_loop(model: Any, optimizer: Any, loss_fn: Callable[[], Any], steps: int) -> None:
+    """`steps` steps of `optimizer` on `loss_fn()`, a custom training loop written the backend's way.
+
+    TensorFlow: a `tf.function` step with `tf.GradientTape` and
+    `apply_gradients`; JAX: a jitted stateless step (`jax.grad` in a
+    `keras.StatelessScope`, `optimizer.stateless_apply`), the variables
+    assigned at the end; PyTorch: eager steps with `backward()`.
+    """
+    variables = model.trainable_variables
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = loss_fn()
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+        for _ in range(steps):
+            step()
+    elif BACKEND == "jax":
+        import jax
+
+        optimizer.build(variables)
+        frozen = model.non_trainable_variables
+
+        def loss_of(values, frozen_values):
+            mapping = list(zip(variables, values)) + list(zip(frozen, frozen_values))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn()
+
+        @jax.jit
+        def step(values, frozen_values, optimizer_values):
+            grads = jax.grad(loss_of)(values, frozen_values)
+            return optimizer.stateless_apply(optimizer_values, grads, values)
+
+        values, frozen_values = [v.value for v in variables], [v.value for v in frozen]
+        optimizer_values = [v.value for v in optimizer.variables]
+        for _ in range(steps):
+            values, optimizer_values = step(values, frozen_values, optimizer_values)
+        for variable, value in (*zip(variables, values), *zip(optimizer.variables, optimizer_values)):
+            variable.assign(value)
+    elif BACKEND == "torch":
+        for _ in range(steps):
+            _, grads = gradients(loss_fn, variables)
+            optimizer.apply_gradients(zip(grads, variables))
+    else:
+        raise NotImplementedError(BACKEND)

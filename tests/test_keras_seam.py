@@ -78,7 +78,7 @@ def test_micro_steps_count_accumulate_only_applies():
     optimizer = keras.optimizers.SGD(0.1, gradient_accumulation_steps=3)
     variable = keras.Variable(np.ones(2, "float32"))
     for _ in range(4):
-        optimizer.apply([np.ones(2, "float32")], [variable])
+        optimizer.apply([keras.ops.ones(2)], [variable])
     assert int(_keras.micro_steps(optimizer)) == 4 and int(optimizer.iterations) == 1
 
 
