@@ -19,13 +19,22 @@ SPE_SUPPORTED = BACKEND != "torch"
 
 
 def steps_per_execution(n: int) -> int:
-    """`n`, or 1 where the backend allows no more."""
-    return n if SPE_SUPPORTED else 1
+    """`n` where many steps per call are cheap (TensorFlow loops over them in the graph), else 1.
+
+    PyTorch allows no more than 1; JAX unrolls them inside `jax.jit`, whose
+    compile time grows with n (tests of steps_per_execution itself use small n).
+    """
+    return n if BACKEND == "tensorflow" else 1
 
 
 def only_on(*backends: str, reason: str):
     """Skips a test on other backends, saying why."""
     return pytest.mark.skipif(BACKEND not in backends, reason=f"{reason} ({BACKEND} backend)")
+
+
+def slow_on(*backends: str):
+    """Marks a test `slow` on `backends` only (CI's extra backend legs run `-m "not slow"`)."""
+    return pytest.mark.slow if BACKEND in backends else pytest.mark.usefixtures()
 
 
 def dtype_name(tensor: Any) -> str:

@@ -424,10 +424,10 @@ def test_jax_data_parallel_on_two_cpu_devices_matches_single_device(fresh_python
             keras.utils.set_random_seed(0)
             model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
                                       keras.layers.Dense(2)])
-            kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005,
+            kl.regularize(model, l1_weight=0.1, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005,
                           proximal_weight=True)
             model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
-            history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+            history = model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0,
                                 validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger()])
             return history.history, [w.tolist() for w in model.get_weights()]
 
@@ -454,6 +454,7 @@ import tensorflow as tf
 import keras
 import keras_l1l2plus as kl
 
+plain = sys.argv[2] == "plain"  # Keras alone, no plugin: does fit work under the strategy at all?
 strategy = tf.distribute.MultiWorkerMirroredStrategy() if "TF_CONFIG" in os.environ else tf.distribute.get_strategy()
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 5)).astype("float32")
@@ -462,9 +463,12 @@ init = [rng.normal(size=s).astype("float32") for s in ((5, 4), (4,), (4, 2), (2,
 with strategy.scope():
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
     model.set_weights(init)
-    kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005, proximal_weight=True)
-    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
-history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[kl.PenaltyLogger()])
+    if not plain:
+        kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005, proximal_weight=True)
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer if plain else kl.ProximalOptimizer(optimizer), loss="mse")
+callbacks = [] if plain else [kl.PenaltyLogger()]
+history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
 with open(sys.argv[1], "w") as f:
     json.dump({"history": history.history, "weights": [w.tolist() for w in model.get_weights()],
                "replicas": strategy.num_replicas_in_sync}, f)
@@ -495,26 +499,36 @@ def test_multi_worker_mirrored_two_processes_match_a_single_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(MULTI_WORKER_RUN)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.json")], env=env,
+
+    def two_workers(mode):
+        """Runs the script in 2 worker processes on 127.0.0.1; (return codes, stderrs)."""
+        workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+        processes = []
+        try:
+            for index in range(2):
+                config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+                processes.append(subprocess.Popen(
+                    [sys.executable, str(script), str(tmp_path / f"worker{index}.json"), mode],
+                    env=dict(env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True))
+            outputs = [p.communicate(timeout=300) for p in processes]
+        finally:
+            for p in processes:  # never leave a worker behind
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        return [p.returncode for p in processes], [err for _, err in outputs]
+
+    codes, errors = two_workers("plain")
+    if any(codes):
+        last = [line for line in errors[0].strip().splitlines() if line.strip()][-1]
+        pytest.skip(f"Keras's own fit fails under MultiWorkerMirroredStrategy here, without the plugin: {last[:300]}")
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.json"), "plugin"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    try:
-        for index in range(2):
-            config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            processes.append(subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / f"worker{index}.json")],
-                env=dict(env, TF_CONFIG=json.dumps(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True))
-        outputs = [p.communicate(timeout=300) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-3000:]
+    codes, errors = two_workers("plugin")
+    for code, err in zip(codes, errors):
+        assert code == 0, err[-3000:]
     expected = json.loads((tmp_path / "single.json").read_text())
     for index in range(2):
         result = json.loads((tmp_path / f"worker{index}.json").read_text())

@@ -6,7 +6,11 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from backends import BACKEND, custom_loop, only_on, steps_per_execution, to_numpy, value_and_grad
+from backends import BACKEND, custom_loop, only_on, slow_on, steps_per_execution, to_numpy, value_and_grad
+
+# 1000-3000 full-batch steps through `fit`: Keras's JAX trainer spends ~20 ms of
+# Python per step on this CPU (or minutes compiling unrolled steps_per_execution).
+FIT_MANY_STEPS = slow_on("jax")
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -83,6 +87,7 @@ def lipschitz_step(x):
     return 1.0 / (2 * np.linalg.eigvalsh(xb.T @ xb / len(x)).max())
 
 
+@FIT_MANY_STEPS
 @pytest.mark.parametrize("l1,l2", [(0.4, 0.0), (0.3, 0.1)], ids=["lasso", "elastic_net"])
 def test_proximal_sgd_reaches_the_sklearn_solution(l1, l2):
     x, y = regression_problem()
@@ -96,6 +101,7 @@ def test_proximal_sgd_reaches_the_sklearn_solution(l1, l2):
     assert ours == pytest.approx(theirs, rel=1e-4)
 
 
+@FIT_MANY_STEPS
 def test_subgradient_mode_ends_with_no_exact_zeros():
     x, y = regression_problem()
     ref_w, ref_b = sklearn_solution(x, y, 0.4, 0.0)
@@ -107,6 +113,7 @@ def test_subgradient_mode_ends_with_no_exact_zeros():
     assert keras_objective(w, b, x, y, 0.4, 0.0) > keras_objective(ref_w, ref_b, x, y, 0.4, 0.0) * 1.001
 
 
+@FIT_MANY_STEPS
 def test_proximal_adam_gives_exact_zeros_near_the_lasso_optimum():
     x, y = regression_problem()
     ref_w, ref_b = sklearn_solution(x, y, 0.4, 0.0)
@@ -287,6 +294,7 @@ def test_sparsity_metrics_and_jit(jit_compile):
     assert history["sparsity_weight"][-1] >= history["sparsity_weight"][0]
 
 
+@FIT_MANY_STEPS
 def test_mixed_precision():
     keras.config.set_dtype_policy("mixed_float16")
     x, y = regression_problem()
