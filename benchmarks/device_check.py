@@ -153,6 +153,8 @@ def check_proximal(rng) -> bool:
 
 
 class EpochClock(keras.callbacks.Callback):
+    """Wall-clock and process CPU seconds per epoch, read at epoch begin and end."""
+
     def __init__(self):
         super().__init__()
         self.wall, self.cpu = [], []

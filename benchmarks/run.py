@@ -35,27 +35,12 @@ import numpy as np  # noqa: E402
 import keras_l1l2plus as kl  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from device_check import devices  # noqa: E402
+from device_check import EpochClock, devices  # noqa: E402
 
 BACKEND = keras.backend.backend()  # from KERAS_BACKEND, as Keras reads it
 
 LAMBDAS = dict(l1=1e-5, l2=1e-4)
-SECTIONS = ("step", "logger", "repeated", "proximal", "scaling", "throughput")
-
-
-class EpochClock(keras.callbacks.Callback):
-    """Wall-clock and process CPU seconds per epoch, read at epoch begin and end."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.cpu_seconds = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = (time.perf_counter(), time.process_time())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start[0])
-        self.cpu_seconds.append(time.process_time() - self._start[1])
+SECTIONS = ("step", "logger", "repeated", "proximal", "scaling", "throughput", "backend")
 
 
 @dataclass
@@ -135,8 +120,8 @@ def run_case(contenders, batch, steps, epochs, rounds):
             clock = EpochClock()
             c.model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=False,
                         callbacks=[*c.callbacks(), clock])
-            c.per_round.append(1000 * statistics.median(clock.seconds[1:]) / steps)
-            c.per_round_cpu.append(1000 * statistics.median(clock.cpu_seconds[1:]) / steps)
+            c.per_round.append(1000 * statistics.median(clock.wall[1:]) / steps)
+            c.per_round_cpu.append(1000 * statistics.median(clock.cpu[1:]) / steps)
 
 
 def n_params(model):
@@ -365,6 +350,14 @@ def main(argv=None):
         rows += logger_case(f"MLP {'-'.join(map(str, widths))}", lambda kind, w=widths: mlp(w, kind),
                             128, steps, epochs, rounds, freqs if widths[1] == 512 or q else ["batch"])
     sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
+
+    rows = []
+    if "backend" in only:  # the rows every backend gets: the 0.67 M MLP, Keras's default compilation
+        rows += regularizer_case(f"MLP {'-'.join(map(str, mlp_widths))}, {BACKEND}", lambda kind: mlp(mlp_widths, kind),
+                                 128, steps, epochs, min(rounds, 3))
+        rows += logger_case(f"MLP {'-'.join(map(str, mlp_widths))}, {BACKEND}", lambda kind: mlp(mlp_widths, kind),
+                            128, steps, epochs, min(rounds, 3), ["batch"])
+    sections.append((f"This backend ({BACKEND}): L1L2Plus against Keras L1L2, and PenaltyLogger", rows))
 
     rows = []
     fits = 3 if q else 10
