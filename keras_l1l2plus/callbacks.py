@@ -53,7 +53,14 @@ class PenaltyLogger(keras.callbacks.Callback):
     `keras_l1l2plus.metrics`), so they are in the logs every callback gets,
     whatever the callbacks' order; `TensorBoard` writes them as `epoch_<name>`
     (validation ones under `validation/`) and, when its own `update_freq`
-    asks, `batch_<name>`.
+    asks, `batch_<name>`. `evaluate(..., callbacks=[PenaltyLogger()])` logs
+    them too.
+
+    Nothing of it runs after its `fit` (Keras skips `on_train_end` when `fit`
+    raises; the logger does not rely on it): a step runs logged only when
+    this logger claimed it just before, and any other call of the model's
+    steps gives the model back exactly as it was (see
+    `keras_l1l2plus.metrics.Attachment`).
 
     Example:
 
