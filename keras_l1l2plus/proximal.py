@@ -48,9 +48,14 @@ same one under SGD.
 Gradient accumulation: the step runs once per real update, with that
 update's η (accumulate-only steps leave the variables alone). EMA
 (`use_ema=True`): the moving average is kept of the thresholded weights (Keras
-averages inside the inner update, before the step; the step corrects it), and
-when Keras replaces the weights by it at the end of `fit` it is restricted to
-the final weights' support, so the returned model keeps their exact zeros.
+averages inside the inner update, before the step; the step corrects it) and
+is 0 wherever the weight is exactly 0, so whatever swaps it in (the end of
+`fit`, `SwapEMAWeights`, `ema_overwrite_frequency`) keeps the exact zeros.
+
+Limit of the v_i = 0 rule: a coordinate whose gradients are tiny but not 0
+(a pretrained embedding under a freshly zero-initialised head) still gets
+ProxGen's large η_i and can be zeroed fast; to fine-tune pretrained weights,
+prefer `threshold="decoupled"`.
 """
 
 from __future__ import annotations
@@ -177,13 +182,16 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 f"ProximalOptimizer does not take {sorted(kwargs)}: set them on the "
                 f"inner optimizer. Received: {kwargs!r}"
             )
+        message = (
+            "Invalid value for argument `inner_optimizer`: expected a Keras optimizer, "
+            f"its name or its config. Received: inner_optimizer={inner_optimizer!r}"
+        )
         try:
             inner = keras.optimizers.get(inner_optimizer)
         except (ValueError, TypeError) as error:
-            raise TypeError(
-                "Invalid value for argument `inner_optimizer`: expected a Keras optimizer, "
-                f"its name or its config. Received: inner_optimizer={inner_optimizer!r}"
-            ) from error
+            raise TypeError(message) from error
+        if not isinstance(inner, keras.optimizers.Optimizer):
+            raise TypeError(message)
         if isinstance(inner, (ProximalOptimizer, keras.optimizers.LossScaleOptimizer)):
             raise TypeError(
                 "Invalid value for argument `inner_optimizer`: it is already a "
@@ -246,20 +254,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
                 change = -shrinkage
+                zero = ops.equal(shrinkage, updated) if first_ema_step is not None else None  # |w| ≤ t
                 variable.assign_sub(shrinkage)
             else:  # the variable's own constraint applies last
                 value = variable.constraint(updated - shrinkage)
                 change = value - updated  # read before the assign
+                zero = ops.equal(value, 0)
                 variable.assign(value)
             if first_ema_step is not None:
-                _correct_moving_average(inner, variable, first_ema_step, change)
+                _correct_moving_average(inner, variable, first_ema_step, change, zero)
 
     def finalize_variable_values(self, var_list):
-        """The inner optimizer's (EMA), keeping the zeros of proximal variables."""
-        zeros = [(v, ops.equal(v, 0)) for v in var_list if proximal_l1(v)]
+        """The inner optimizer's: with EMA, its averages (zero where the weights are) replace the weights."""
         self.inner_optimizer.finalize_variable_values(var_list)
-        for variable, zero in zeros:
-            variable.assign(ops.where(zero, ops.zeros_like(variable.value), variable.value))
 
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
@@ -290,17 +297,21 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
-def _correct_moving_average(optimizer: Any, variable: Any, first_step: Any, change: Any) -> None:
-    """Moves the EMA of `variable` as if Keras had averaged the thresholded weights.
+def _correct_moving_average(optimizer: Any, variable: Any, first_step: Any, change: Any, zero: Any) -> None:
+    """Makes the EMA of `variable` the average of the thresholded weights, zero where they are.
 
     Keras updated `average ← μ·average + (1 − μ)·w` inside the inner update,
-    before the proximal step changed w by `change`; μ is 0 at the first step.
+    before the proximal step changed w by `change` (μ is 0 at the first step);
+    where the step made w exactly 0 (`zero`), the average is 0 too, so that
+    whatever swaps the average in (the end of `fit`, `SwapEMAWeights`,
+    `ema_overwrite_frequency`) keeps the exact zeros.
     """
     average = _keras.optimizer_slot(optimizer, "_model_variables_moving_average", variable)
     if average is None:
         return
     momentum = ops.where(first_step, 0.0, optimizer.ema_momentum)
-    average.assign(average + ops.cast(1 - momentum, variable.dtype) * change)
+    corrected = average + ops.cast(1 - momentum, variable.dtype) * change
+    average.assign(ops.where(zero, ops.zeros_like(corrected), corrected))
 
 
 def uses_proximal_step(optimizer: Any) -> bool:

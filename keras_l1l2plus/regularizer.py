@@ -77,7 +77,10 @@ def _as_float(value: Any, name: str) -> float:
             f"got a bool. Received: {name}={value!r}"
         )
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range
+            return math.inf
     if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, str):
         array = ops.convert_to_numpy(value)
         if array.ndim == 0 and array.dtype.kind in "fiu":

@@ -86,6 +86,11 @@ def penalty_terms(
             f"Received: model={model!r} of type {type(model).__name__}"
         )
     per_layer = validate_flag(per_layer, "per_layer")
+    if recorded is not None and not isinstance(recorded, dict):
+        raise TypeError(
+            "Invalid value for argument `recorded`: expected the dict that "
+            f"`recording_terms()` yields, or None. Received: recorded={recorded!r}"
+        )
     zero = ops.zeros((), dtype="float32")
     terms = dict.fromkeys(TERM_NAMES, zero)
     layer_terms: dict[str, Any] = {}

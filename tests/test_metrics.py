@@ -321,6 +321,10 @@ def test_bad_input_is_named():
         kl.penalty_terms("x")
     with pytest.raises(TypeError, match="per_layer"):
         kl.penalty_terms(model, per_layer="yes")
+    with pytest.raises(TypeError, match="recorded=5"):
+        kl.penalty_terms(model, recorded=5)
+    with pytest.raises(ValueError, match="l1"):
+        L1L2Plus(l1=10**400)
     assert kl.PenaltyLogger(update_freq=np.int64(2)).update_freq == 2
     with pytest.raises(TypeError, match="exclude=3"):
         kl.regularize(model, exclude=3)
