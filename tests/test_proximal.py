@@ -376,12 +376,18 @@ def test_zero_data_gradient_with_accumulation_shrinks_once_per_update():
     assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(1.0 - 2 * 0.1 * 0.5, abs=1e-7)
 
 
-def test_ema_keeps_the_zeros_of_the_final_weights():
-    x, y = regression_problem()
+def lasso_model_with_ema():
+    """The regression's linear model, proximal L1 0.4, SGD with an EMA of momentum 0.9."""
     model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_initializer="zeros")])
     kl.regularize(model, l1_weight=0.4, proximal_weight=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9)),
                   loss="mse")
+    return model
+
+
+def test_ema_keeps_the_zeros_of_the_final_weights():
+    x, y = regression_problem()
+    model = lasso_model_with_ema()
 
     class LastWeights(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):  # before Keras swaps in the EMA
@@ -546,10 +552,7 @@ def test_ema_is_kept_of_the_thresholded_weights():
 
 def test_swap_ema_weights_callback_keeps_the_zeros():
     x, y = regression_problem()
-    model = keras.Sequential([keras.Input((10,)), L.Dense(1, kernel_initializer="zeros")])
-    kl.regularize(model, l1_weight=0.4, proximal_weight=True)
-    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9)),
-                  loss="mse")
+    model = lasso_model_with_ema()
     model.fit(x, y[:, None], batch_size=50, epochs=30, verbose=0, shuffle=False, validation_split=0.2,
               callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])
     assert (model.layers[0].kernel.numpy() == 0).sum() >= 3
