@@ -61,12 +61,12 @@ class PenaltyMetric(_keras.MetricContainer):
     metric of `model.metrics` with `(y, y_pred)` leaves this one exact.
     """
 
-    def __init__(self, model: Any, *, per_layer: bool = False, term_keys: tuple[str, ...] | None = None,
+    def __init__(self, model: Any, *, term_keys: tuple[str, ...], per_layer: bool = False,
                  name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model)
-        self.mean_keys = (*(term_keys if term_keys is not None else self._terms()), "data_loss")
+        self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
         self.latest_keys = tuple(self._sparsity())
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
