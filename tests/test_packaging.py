@@ -26,3 +26,12 @@ def test_version_and_public_names():
     assert kl.__version__ == "0.2.0"
     assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "ProximalL1", "ProximalOptimizer", "penalty_terms",
                                "regularize", "__version__"}
+
+
+@pytest.mark.parametrize("module", ["apply", "proximal", "regularizer", "terms"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"keras_l1l2plus.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
