@@ -6,28 +6,26 @@
 
 Trains a 64-128-64-10 MLP on the 8×8 digits that ship with scikit-learn (no
 download) with `Loss = DataLoss + L1w + L1b + L2w + L2b`, every term live in
-the progress bar (`PenaltyLogger`); writes TensorBoard logs to
-`OUT/tensorboard` (TensorFlow backend: Keras's TensorBoard callback needs it), saves the model to `OUT/digits.keras`, reloads it and
-checks predictions and `model.losses`; plots the four terms, data loss,
-validation data loss and the fraction of exactly-zero weights and biases per
-epoch to `OUT/digits.png`; ends with a table. `--proximal` applies L1 by the
-proximal step (`ProximalOptimizer`), which makes weights exactly zero.
+the progress bar (`PenaltyLogger`). On the TensorFlow backend (Keras's
+TensorBoard callback needs it) it writes TensorBoard logs to a folder of
+their own per run, `OUT/tensorboard/<date-time>-<subgradient|proximal>`, with
+the charts that group the terms (`write_tensorboard_layout`). It saves the
+model to `OUT/digits.keras`, reloads it and checks predictions and
+`model.losses`; plots the terms, the data losses, the accuracies and (with
+`--proximal`) the fraction of exactly-zero weights and biases per epoch to
+`OUT/digits.png`; ends with a table. `--proximal` applies L1 by the proximal
+step (`ProximalOptimizer`), which makes weights exactly zero.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_l1l2plus as kl  # noqa: E402
-from keras_l1l2plus.terms import sparsity  # noqa: E402
+import numpy as np
+from _startup import load_keras
 
 TERMS = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 
@@ -44,7 +42,7 @@ def parse_args(argv=None):
                         help="apply L1 by a proximal step (exact zeros) instead of its gradient")
     parser.add_argument("--out", type=Path, default=Path("out/digits"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fast", action="store_true", help="3 epochs, quiet: a smoke run")
+    parser.add_argument("--fast", action="store_true", help="3 epochs, one line each: a smoke run")
     args = parser.parse_args(argv)
     if args.fast:
         args.epochs = 3
@@ -65,7 +63,11 @@ def load_data(seed):
     return (x_train, y_train), (x_val, y_val), (x_test, y_test)
 
 
-def build_model(args) -> keras.Model:
+def build_model(args):
+    import keras
+
+    import keras_l1l2plus as kl
+
     model = keras.Sequential([
         keras.Input((64,)),
         keras.layers.Dense(128, activation="relu"),
@@ -82,35 +84,54 @@ def build_model(args) -> keras.Model:
     return model
 
 
-def plot(history, path):
+def mode(args) -> str:
+    return "proximal" if args.proximal else "subgradient"
+
+
+def plot(history, args, path):
+    """Four panels, each curve named by its key in `history`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for term in TERMS:
-        axes[0].plot(epochs, history[term], label=term)
-    axes[0].set(title="penalty terms", xlabel="epoch", yscale="log")
-    axes[1].plot(epochs, history["data_loss"], label="data_loss")
-    axes[1].plot(epochs, history["val_data_loss"], label="val_data_loss")
-    axes[1].plot(epochs, history["penalty"], label="penalty", linestyle="--")
-    axes[1].set(title="data loss and penalty", xlabel="epoch", yscale="log")
-    axes[2].plot(epochs, history["sparsity_weight"], label="weights exactly 0")
-    axes[2].plot(epochs, history["sparsity_bias"], label="biases exactly 0")
-    axes[2].set(title="sparsity", xlabel="epoch", ylabel="fraction", ylim=(-0.02, 1.02))
-    for ax in axes:
-        ax.legend()
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
+    panels = [
+        ("penalty terms", "penalty (log scale)", "log", [*TERMS, "penalty"]),
+        ("data loss", "loss (log scale)", "log", ["data_loss", "val_data_loss", "loss"]),
+        ("accuracy", "accuracy", "linear", ["accuracy", "val_accuracy"]),
+        ("exact zeros", "fraction of entries exactly 0", "linear", ["sparsity_weight", "sparsity_bias"]),
+    ]
+    for ax, (title, ylabel, yscale, keys) in zip(axes, panels):
+        for key in keys:
+            if key in history:
+                ax.plot(epochs, history[key], label=key, linestyle="--" if key in ("penalty", "loss") else "-")
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel, yscale=yscale)
         ax.grid(alpha=0.3)
-    fig.suptitle("keras-l1l2plus on scikit-learn digits: Loss = DataLoss + L1w + L1b + L2w + L2b")
+        if ax.lines:  # below the axes, where it hides no curve
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=9, frameon=False)
+    if "sparsity_weight" in history:
+        axes[3].set_ylim(-0.02, 1.02)
+    else:
+        axes[3].text(0.5, 0.5, "subgradient L1 makes no exact zeros:\nsparsity_* is logged with --proximal",
+                     ha="center", va="center", transform=axes[3].transAxes)
+        axes[3].set(yticks=[], xticks=[])
+    fig.suptitle(
+        "digits MLP, loss = data_loss + l1_weight + l1_bias + l2_weight + l2_bias\n"
+        f"λ1w = {args.l1_weight:g}, λ1b = {args.l1_bias:g}, λ2w = {args.l2_weight:g}, λ2b = {args.l2_bias:g}; "
+        f"L1 by {'the proximal step (ProximalOptimizer(Adam))' if args.proximal else 'its subgradient (Adam)'}"
+        + (f", zero_grad = {args.zero_grad:g}" if args.zero_grad and not args.proximal else "")
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def check_reload(model, path, x):
     """Saves, reloads, and checks predictions and model.losses match."""
+    import keras
+
     model.save(path)
     reloaded = keras.models.load_model(path)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
@@ -118,8 +139,24 @@ def check_reload(model, path, x):
     return reloaded
 
 
+def tensorboard_command(log_dir: Path) -> str:
+    """A command that starts TensorBoard on `log_dir`, whether or not a venv is activated."""
+    script = Path(sys.executable).with_name("tensorboard")
+    if script.exists():
+        try:
+            script = script.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return f"{script} --logdir {log_dir}"
+    return f"{sys.executable} -m tensorboard.main --logdir {log_dir}"
+
+
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before Keras loads: --help answers at once
+    keras = load_keras()
+    import keras_l1l2plus as kl
+    from keras_l1l2plus.terms import sparsity
+
     keras.utils.set_random_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_data(args.seed)
@@ -127,14 +164,16 @@ def main(argv=None) -> dict:
     callbacks = [kl.PenaltyLogger()]
     tensorboard = keras.backend.backend() == "tensorflow"  # Keras's TensorBoard callback writes through TF
     if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(args.out / "tensorboard")))
+        run = args.out / "tensorboard" / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode(args)}"
+        kl.write_tensorboard_layout(run, sparsity=args.proximal)  # the charts that group the terms
+        callbacks.append(keras.callbacks.TensorBoard(str(run)))
     history = model.fit(
         x_train, y_train, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=32,
         verbose=2 if args.fast else 1, callbacks=callbacks,
     ).history
 
     check_reload(model, args.out / "digits.keras", x_test)
-    plot(history, args.out / "digits.png")
+    plot(history, args, args.out / "digits.png")
     test = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     terms = {k: float(v) for k, v in kl.penalty_terms(model).items()}
     zeros = {k: float(v) for k, v in sparsity(model).items()}
@@ -142,10 +181,11 @@ def main(argv=None) -> dict:
                **terms, **zeros}
 
     print(f"\nsaved {args.out / 'digits.keras'}; reloaded: predictions and model.losses match")
+    print(f"plot: {args.out / 'digits.png'}")
     if tensorboard:
-        print(f"plot: {args.out / 'digits.png'}   TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}\n")
+        print(f"TensorBoard (this run: {run.name}): {tensorboard_command(args.out / 'tensorboard')}\n")
     else:
-        print(f"plot: {args.out / 'digits.png'}   (TensorBoard logs: TensorFlow backend only)\n")
+        print("(TensorBoard logs: TensorFlow backend only)\n")
     print("| quantity | value |\n|---|---:|")
     for key, value in summary.items():
         print(f"| {key} | {value:.6g} |")

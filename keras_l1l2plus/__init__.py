@@ -20,9 +20,10 @@ from keras_l1l2plus.apply import regularize  # noqa: E402
 from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1  # noqa: E402
 from keras_l1l2plus.proximal import ProximalOptimizer  # noqa: E402
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
+from keras_l1l2plus.tensorboard_layout import write_tensorboard_layout  # noqa: E402
 from keras_l1l2plus.terms import penalty_terms  # noqa: E402
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "L1L2Plus",
@@ -31,5 +32,6 @@ __all__ = [
     "ProximalOptimizer",
     "penalty_terms",
     "regularize",
+    "write_tensorboard_layout",
     "__version__",
 ]

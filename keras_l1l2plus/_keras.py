@@ -29,6 +29,7 @@ __all__ = [
     "optimizer_slot",
     "own_trainable_variables",
     "remove_model_metric",
+    "replace_progress_bar",
     "without_metric_state",
 ]
 
@@ -78,6 +79,41 @@ def running_call(model: Any) -> Any:
             return frame
         frame = frame.f_back
     return None
+
+
+def replace_progress_bar(callback: Any, make_bar: Any) -> Any:
+    """Puts `make_bar()` in place of Keras's progress bar in the call running `callback`.
+
+    A callback has no public handle on the other callbacks of its `fit` or
+    `evaluate`, and `ProgbarLogger` prints every key of the logs. The
+    `keras.callbacks.CallbackList` dispatching the hook that called us is
+    found on the stack (by its `self`); its progress bar, when it is exactly
+    Keras's `ProgbarLogger` (the default one, or one passed in; a subclass is
+    the user's own and is kept), is swapped in its `callbacks` list and in
+    `_progbar`, the attribute it reads for the progress bar, before the bar's
+    own begin hook runs (Keras appends its default bar last; one passed
+    before `callback` is left alone). The list lives for that one call. Returns the new bar, or None when there is nothing to
+    replace. Fallback, when Keras changes this: None, and Keras's own bar
+    shows every key.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList) and any(c is callback for c in owner.callbacks):
+            break
+        frame = frame.f_back
+    else:
+        return None
+    old = getattr(owner, "_progbar", None)
+    position = [i for i, c in enumerate(owner.callbacks) if c is old or c is callback]
+    if type(old) is not keras.callbacks.ProgbarLogger or owner.callbacks[position[0]] is old:
+        return None  # not Keras's own, or one passed before us whose begin hook already ran
+    bar = make_bar()
+    bar.set_model(old.model)
+    bar.set_params(owner.params)  # ProgbarLogger keeps none of its own
+    owner.callbacks[:] = [bar if c is old else c for c in owner.callbacks]
+    owner._progbar = bar
+    return bar
 
 
 def is_running(frame: Any) -> bool:

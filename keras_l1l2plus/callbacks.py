@@ -11,10 +11,12 @@ from typing import Any, Union
 
 import keras
 
-from keras_l1l2plus import metrics
+from keras_l1l2plus import _keras, metrics
+from keras_l1l2plus.progress import ProgressBar
 from keras_l1l2plus.proximal import proximal_l1, uses_proximal_step
 from keras_l1l2plus.regularizer import validate_flag
 from keras_l1l2plus.roles import owned_trainable_variables
+from keras_l1l2plus.terms import TERM_NAMES
 
 __all__ = ["PenaltyLogger", "ProximalL1"]
 
@@ -30,6 +32,9 @@ def _validate_update_freq(update_freq: Any) -> Union[str, int]:
     )
 
 
+PROGRESS_BAR_MODES = ("short", "all")
+
+
 class PenaltyLogger(keras.callbacks.Callback):
     """Logs each penalty term, the data loss and the validation data loss.
 
@@ -40,9 +45,16 @@ class PenaltyLogger(keras.callbacks.Callback):
         penalty        every weight penalty: what Keras adds to the loss
         data_loss      loss − penalty
         sparsity_weight, sparsity_bias   fraction of exactly-zero entries among the
-                       L1-regularized weights, biases (at the latest step's weights)
+                       L1-regularized weights, biases (at the latest step's weights);
+                       only for a role whose variables take the proximal step (with
+                       subgradient steps it is 0 by construction)
         val_data_loss  val_loss − penalty at the evaluated weights (with validation;
                        so are val_penalty and val_<term>)
+
+    The progress bar shows, after Keras's own values, `data_loss`, the four
+    terms, `penalty`, `sparsity_*` and `val_data_loss`; the other keys
+    (`val_<term>`, `val_penalty`, `val_sparsity_*`, per-layer terms) are in
+    the logs but not on the line (`progress_bar="all"` prints them too).
 
     They mean what Keras's `loss` means: batch logs hold running means since
     the epoch began, epoch logs the epoch means, each step contributing the
@@ -78,6 +90,12 @@ class PenaltyLogger(keras.callbacks.Callback):
             computed at every step either way, so epoch values are exact
             epoch means whatever it is.
         per_layer: also log `"<term>/<layer>"` for every regularized layer.
+        progress_bar: `"short"` (default): Keras's progress bar for this
+            `fit` or `evaluate` is replaced by a `progress.ProgressBar` that
+            prints the keys above in that order; `"all"`: Keras's own bar,
+            every key. Either way every key is in the logs. (A progress bar
+            you pass in `callbacks` before this one, or a subclass of
+            `ProgbarLogger`, is yours and kept.)
     """
 
     # Its batch-end hook only drops keys from the logs: Keras may run it off
@@ -85,10 +103,17 @@ class PenaltyLogger(keras.callbacks.Callback):
     # run on it, right before the step.)
     async_safe = True
 
-    def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False):
+    def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False,
+                 progress_bar: str = "short"):
         super().__init__()
         self.update_freq = _validate_update_freq(update_freq)
         self.per_layer = validate_flag(per_layer, "per_layer")
+        if progress_bar not in PROGRESS_BAR_MODES:
+            raise ValueError(
+                f"Invalid value for argument `progress_bar`: expected one of {PROGRESS_BAR_MODES}. "
+                f"Received: progress_bar={progress_bar!r}"
+            )
+        self.progress_bar = progress_bar
         self._keys: tuple[str, ...] = ()
         self._attachment: metrics.Attachment | None = None
         self._evaluating_only = False
@@ -113,6 +138,12 @@ class PenaltyLogger(keras.callbacks.Callback):
             )
         self._attachment = metrics.attachment(model)
         self._keys = self._attachment.attach(self).keys
+        if self.progress_bar == "short":
+            _keras.replace_progress_bar(self, self._short_progress_bar)
+
+    def _short_progress_bar(self) -> ProgressBar:
+        shown = ("data_loss", *TERM_NAMES, "penalty", *(k for k in self._keys if k.startswith("sparsity_")))
+        return ProgressBar(self._keys, shown=shown, shown_validation=("data_loss",))
 
     def _holds(self) -> bool:
         return self._attachment is not None and self._attachment.logger is self

@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
+from keras_l1l2plus.proximal import proximal_roles
 from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
 from keras_l1l2plus.terms import penalty_terms, sparsity
@@ -52,22 +53,23 @@ class PenaltyMetric(_keras.MetricContainer):
     (`penalty_terms`, reusing what the `L1L2Plus` calls of that loss recorded,
     so nothing is computed twice), adds `data_loss = loss − penalty`, and
     accumulates every value times `batch_size`; `result()` is the dict of
-    totals / Σ batch_size. `sparsity_weight` and `sparsity_bias` (see
-    `keras_l1l2plus.terms.sparsity`) are not averaged: they are the values
-    at the weights of the latest step.
+    totals / Σ batch_size. `sparsity_<role>` for each role of
+    `sparsity_roles` (see `keras_l1l2plus.terms.sparsity`; the logger passes
+    the roles that take the proximal step, since subgradient steps never land
+    on 0) is not averaged: it is the value at the weights of the latest step.
 
     `update_state(...)` does nothing: the terms come from the step's loss,
     not from `(y, y_pred)`, so a custom `train_step` that updates every
     metric of `model.metrics` with `(y, y_pred)` leaves this one exact.
     """
 
-    def __init__(self, model: Any, *, term_keys: tuple[str, ...], per_layer: bool = False,
-                 name: str = "penalty_terms"):
+    def __init__(self, model: Any, *, term_keys: tuple[str, ...], sparsity_roles: tuple[str, ...] = (),
+                 per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
-        self._sparsity = lambda: sparsity(model)
+        self._sparsity = lambda: sparsity(model, roles=sparsity_roles)
         self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
-        self.latest_keys = tuple(self._sparsity())
+        self.latest_keys = tuple(f"sparsity_{role}" for role in sparsity_roles)
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
         self.metrics = [_keras.lower_is_better(key) for key in self.mean_keys]
@@ -75,7 +77,7 @@ class PenaltyMetric(_keras.MetricContainer):
         self._count = self.add_variable(shape=(), initializer="zeros", name="count")
         self._latest = self.add_variable(
             shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest"
-        )
+        ) if self.latest_keys else None
         self.on_reset: Callable[[], None] | None = None
         self._warned_keys = False
 
@@ -92,7 +94,8 @@ class PenaltyMetric(_keras.MetricContainer):
         batch_size = ops.cast(batch_size, "float32")
         self._totals.assign_add(values * batch_size)
         self._count.assign_add(batch_size)
-        self._latest.assign(ops.stack(list(self._sparsity().values())))
+        if self._latest is not None:
+            self._latest.assign(ops.stack(list(self._sparsity().values())))
 
     def _same_keys(self, terms: dict) -> dict:
         """`terms` on this metric's keys, after `regularize` changed the layers mid-fit."""
@@ -110,7 +113,8 @@ class PenaltyMetric(_keras.MetricContainer):
     def reset_state(self) -> None:
         self._totals.assign(ops.zeros(self._totals.shape, "float32"))
         self._count.assign(ops.zeros((), "float32"))
-        self._latest.assign(ops.zeros(self._latest.shape, "float32"))
+        if self._latest is not None:
+            self._latest.assign(ops.zeros(self._latest.shape, "float32"))
         if self.on_reset is not None:
             self.on_reset()
 
@@ -166,10 +170,12 @@ class Attachment:
             self.detach()  # left by a call that raised, or by this logger
         model = self.model
         keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
-        if self.metric is None or self.metric.mean_keys[:-1] != keys:
+        roles = proximal_roles(model)
+        if self.metric is None or self.metric.keys != (*keys, "data_loss", *(f"sparsity_{r}" for r in roles)):
             strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                self.metric = PenaltyMetric(model, per_layer=logger.per_layer, term_keys=keys)
+                self.metric = PenaltyMetric(model, per_layer=logger.per_layer, term_keys=keys,
+                                            sparsity_roles=roles)
             self.metric.on_reset = self._on_reset
             self.switches = {}  # traced with another metric
         # The plain steps: the model's own, or made now, while nothing of ours is on it.

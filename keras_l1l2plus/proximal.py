@@ -67,9 +67,10 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
+from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 from keras_l1l2plus.terms import as_l1l2plus
 
-__all__ = ["ProximalOptimizer", "proximal_l1", "soft_threshold", "step_size", "uses_proximal_step"]
+__all__ = ["ProximalOptimizer", "proximal_l1", "proximal_roles", "soft_threshold", "step_size", "uses_proximal_step"]
 
 THRESHOLDS = ("adaptive", "decoupled")
 
@@ -95,6 +96,12 @@ def proximal_l1(variable: Any) -> float:
     if regularizer is None or not regularizer.proximal:
         return 0.0
     return regularizer.l1
+
+
+def proximal_roles(model: Any) -> tuple[str, ...]:
+    """The roles ("weight", "bias") of `model` with a variable that takes the proximal L1 step."""
+    found = {owned.role for owned in owned_trainable_variables(model) if proximal_l1(owned.variable)}
+    return tuple(role for role in (WEIGHT, BIAS) if role in found)
 
 
 def _preconditioned(lr: Any, step: Any, state: Any) -> Any:

@@ -125,10 +125,11 @@ def _recorded_terms(recorded: dict | None, variable: Any) -> tuple[Any, Any] | N
     return None if found is None else found[1:]
 
 
-def sparsity(model: keras.layers.Layer) -> dict[str, Any]:
+def sparsity(model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS)) -> dict[str, Any]:
     """Fraction of exactly-zero entries among the L1-regularized weights and biases.
 
-    Returns `{"sparsity_weight", "sparsity_bias"}` as float32 scalars:
+    Returns `{"sparsity_weight", "sparsity_bias"}` (one key per entry of
+    `roles`) as float32 scalars:
 
         sparsity_weight = #{w = 0} / #w   over weights whose regularizer has λ1 > 0
 
@@ -136,16 +137,20 @@ def sparsity(model: keras.layers.Layer) -> dict[str, Any]:
     Regularizers counted are those `penalty_terms` splits: `L1L2Plus` and
     Keras's `L1` and `L1L2`.
     """
-    zeros = {WEIGHT: [], BIAS: []}
-    sizes = {WEIGHT: 0, BIAS: 0}
+    unknown = [r for r in roles if r not in (WEIGHT, BIAS)]
+    if unknown:
+        raise ValueError(f'Invalid value for argument `roles`: expected "weight" and/or "bias". '
+                         f"Received: roles={roles!r}")
+    zeros: dict[str, list] = {role: [] for role in roles}
+    sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if split is None or split.l1 == 0:
+        if owned.role not in sizes or split is None or split.l1 == 0:
             continue
         zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
         sizes[owned.role] += int(np.prod(owned.variable.shape))
     return {
         f"sparsity_{role}": (ops.sum(ops.stack(zeros[role])) / sizes[role]) if sizes[role]
         else ops.zeros((), dtype="float32")
-        for role in (WEIGHT, BIAS)
+        for role in roles
     }

@@ -34,7 +34,7 @@ def only_on(*backends: str, reason: str):
 
 def slow_on(*backends: str):
     """Marks a test `slow` on `backends` only (CI's extra backend legs run `-m "not slow"`)."""
-    return pytest.mark.slow if BACKEND in backends else pytest.mark.usefixtures()
+    return pytest.mark.slow if BACKEND in backends else (lambda test: test)
 
 
 def dtype_name(tensor: Any) -> str:

@@ -274,7 +274,7 @@ def test_sparsity_metrics_and_jit(jit_compile):
         pytest.skip("torch.compile takes minutes here; test_fit_step_uses_the_defined_gradient covers it")
     x, y = regression_problem()
     model = keras.Sequential([keras.Input((10,)), L.Dense(4, kernel_initializer="glorot_uniform"), L.Dense(1)])
-    kl.regularize(model, l1_weight=0.05, l1_bias=0.05, proximal_weight=True)
+    kl.regularize(model, l1_weight=0.05, l1_bias=0.05, proximal_weight=True, proximal_bias=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05)), loss="mse", jit_compile=jit_compile)
 
     class LastWeights(keras.callbacks.Callback):

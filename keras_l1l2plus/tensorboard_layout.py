@@ -1,0 +1,109 @@
+"""`write_tensorboard_layout`: TensorBoard charts that show the penalty terms together.
+
+Keras's `TensorBoard` callback writes each logged value as its own scalar
+(`epoch_l1_weight`, `epoch_data_loss`, ... in the `train` run, their
+validation values under the same tags in `validation`), one section each.
+TensorBoard's custom-scalars plugin draws several tags, of every run, in one
+chart, from a layout stored in the log directory. This module writes that
+layout, with TensorBoard's own protos and event writer (no TensorFlow
+needed), as one small event file:
+
+    loss = data_loss + penalty     epoch_loss, epoch_data_loss, epoch_penalty
+    penalty terms                  epoch_l1_weight … epoch_l2_bias, epoch_penalty
+    data loss                      epoch_data_loss: train is data_loss, validation is val_data_loss
+    sparsity                       epoch_sparsity_weight, epoch_sparsity_bias (with sparsity=True)
+    <term> per layer               epoch_<term>/<layer> (with per_layer=True)
+
+The charts are under "Custom Scalars" in TensorBoard (`#custom_scalars`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Union
+
+from keras_l1l2plus.regularizer import validate_flag
+from keras_l1l2plus.terms import TERM_NAMES
+
+__all__ = ["CATEGORY", "tensorboard_layout", "write_tensorboard_layout"]
+
+CATEGORY = "keras-l1l2plus: Loss = DataLoss + L1w + L1b + L2w + L2b"
+
+
+def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False):
+    """The custom-scalars `Layout` proto of the charts above."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    def chart(title: str, *tags: str):
+        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
+
+    terms = "|".join(TERM_NAMES)
+    charts = [
+        chart("loss = data_loss + penalty", r"^epoch_(loss|data_loss|penalty)$"),
+        chart("penalty = l1_weight + l1_bias + l2_weight + l2_bias", rf"^epoch_({terms}|penalty)$"),
+        chart("data_loss (train run) and val_data_loss (validation run)", r"^epoch_data_loss$"),
+    ]
+    if sparsity:
+        charts.append(chart("sparsity: fraction of exactly-zero entries", r"^epoch_sparsity_(weight|bias)$"))
+    if per_layer:
+        charts.extend(chart(f"{term} per layer", rf"^epoch_{term}/") for term in TERM_NAMES)
+    return layout_pb2.Layout(category=[layout_pb2.Category(title=CATEGORY, chart=charts)])
+
+
+def write_tensorboard_layout(
+    log_dir: Union[str, os.PathLike], *, sparsity: bool = False, per_layer: bool = False
+) -> Path:
+    """Writes the layout into `log_dir`, the directory given to `keras.callbacks.TensorBoard`.
+
+    Call it once per run (before or after `fit`); TensorBoard merges the
+    layouts of every run it reads, so runs side by side share the charts.
+    `sparsity=True` adds the sparsity chart (a `PenaltyLogger` logs
+    `sparsity_*` when some variable takes the proximal step), `per_layer=True`
+    one chart per term with each layer's share (`PenaltyLogger(per_layer=True)`).
+    Returns the event file written.
+
+    Example:
+
+    >>> import tempfile, keras_l1l2plus as kl
+    >>> log_dir = tempfile.mkdtemp()
+    >>> kl.write_tensorboard_layout(log_dir).name.startswith("events.out.tfevents.")
+    True
+
+    Then `fit(..., callbacks=[kl.PenaltyLogger(), keras.callbacks.TensorBoard(log_dir)])`.
+    """
+    if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+        raise TypeError(
+            "Invalid value for argument `log_dir`: expected a directory path (str or os.PathLike). "
+            f"Received: log_dir={log_dir!r}"
+        )
+    sparsity = validate_flag(sparsity, "sparsity")
+    per_layer = validate_flag(per_layer, "per_layer")
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.custom_scalar import metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.util import tensor_util
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "write_tensorboard_layout needs the `tensorboard` package: pip install tensorboard "
+            "(or keras-l1l2plus[examples])."
+        ) from error
+
+    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer)
+    # What tensorboard.plugins.custom_scalar.summary.pb builds, without importing TensorFlow.
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG,
+        metadata=metadata.create_summary_metadata(),
+        tensor=tensor_util.make_tensor_proto(layout.SerializeToString()),
+    )])
+    directory = Path(log_dir)
+    before = set(directory.glob("*.layout"))
+    writer = EventFileWriter(str(directory), filename_suffix=".layout")
+    try:
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+    finally:
+        writer.close()
+    (written,) = set(directory.glob("*.layout")) - before
+    return written
