@@ -14,15 +14,10 @@ validation accuracy.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_l1l2plus as kl  # noqa: E402
+import numpy as np
+from _shared import load_keras
 
 
 def load_data(seed=0):
@@ -37,22 +32,26 @@ def load_data(seed=0):
     return (scale(x_train), y_train.astype("float32")), (scale(x_val), y_val.astype("float32")), data.feature_names
 
 
-class FullBatch(keras.utils.PyDataset):
+def full_batch(x, y, steps):
     """The whole training set as one batch, `steps` times: full-batch gradient descent."""
+    import keras
 
-    def __init__(self, x, y, steps):
-        super().__init__()
-        self.x, self.y, self.steps = x, y, steps
+    class FullBatch(keras.utils.PyDataset):
+        def __len__(self):
+            return steps
 
-    def __len__(self):
-        return self.steps
+        def __getitem__(self, index):
+            return x, y
 
-    def __getitem__(self, index):
-        return self.x, self.y
+    return FullBatch()
 
 
 def select(l1, train, val, steps, learning_rate):
     """Fits the L1-regularized logistic regression; returns (weights, validation accuracy)."""
+    import keras
+
+    import keras_l1l2plus as kl
+
     keras.utils.set_random_seed(0)
     (x, y), (x_val, y_val) = train, val
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1, activation="sigmoid")])
@@ -60,7 +59,7 @@ def select(l1, train, val, steps, learning_rate):
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(learning_rate)), loss="binary_crossentropy",
                   metrics=["accuracy"],
                   steps_per_execution=100 if keras.backend.backend() != "torch" else 1)  # PyTorch: 1 only
-    model.fit(FullBatch(x, y[:, None], steps), epochs=1, verbose=0)
+    model.fit(full_batch(x, y[:, None], steps), epochs=1, verbose=0)
     accuracy = model.evaluate(x_val, y_val[:, None], verbose=0, return_dict=True)["accuracy"]
     return model.layers[0].kernel.numpy()[:, 0], accuracy
 
@@ -71,7 +70,8 @@ def main(argv=None) -> list[dict]:
                         help="comma-separated λ1 values")
     parser.add_argument("--steps", type=int, default=2000, help="full-batch proximal SGD steps per λ")
     parser.add_argument("--learning-rate", type=float, default=0.5)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before Keras loads: --help answers at once
+    load_keras()
     train, val, names = load_data()
     rows = []
     print("| λ1 | features kept | validation accuracy | kept (largest |w| first) |")

@@ -18,14 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ["KERAS_BACKEND"] = "tensorflow"  # the loop below is TensorFlow's
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_l1l2plus as kl  # noqa: E402
+import numpy as np
+from _shared import load_keras, tensorboard_command
 
 
 def make_data(seed=0, n=512):
@@ -42,7 +36,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("out/custom_loop"))
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before Keras loads: --help answers at once
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # the loop below is TensorFlow's
+    keras = load_keras()
+    import tensorflow as tf
+
+    import keras_l1l2plus as kl
+
     keras.utils.set_random_seed(0)
     x, y = make_data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(512, seed=0).repeat().batch(64)
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     writer.flush()
     final = {k: float(v) for k, v in kl.penalty_terms(model).items()}
     final["data_loss"] = float(mse(y, model(x)))
-    print(f"TensorBoard: tensorboard --logdir {args.out}")
+    print(f"TensorBoard: {tensorboard_command(args.out)}")
     return final
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _startup import load_keras
+from _shared import load_keras, tensorboard_command
 
 TERMS = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 
@@ -137,18 +137,6 @@ def check_reload(model, path, x):
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose([float(v) for v in reloaded.losses], [float(v) for v in model.losses], rtol=1e-6)
     return reloaded
-
-
-def tensorboard_command(log_dir: Path) -> str:
-    """A command that starts TensorBoard on `log_dir`, whether or not a venv is activated."""
-    script = Path(sys.executable).with_name("tensorboard")
-    if script.exists():
-        try:
-            script = script.relative_to(Path.cwd())
-        except ValueError:
-            pass
-        return f"{script} --logdir {log_dir}"
-    return f"{sys.executable} -m tensorboard.main --logdir {log_dir}"
 
 
 def main(argv=None) -> dict:

@@ -20,15 +20,10 @@ agree to sampling noise, not digit for digit.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_l1l2plus as kl  # noqa: E402
+import numpy as np
+from _shared import load_keras
 
 BOOK = {"acc": 0.947, "loss": 0.217, "data_loss": 0.157, "reg_loss": 0.060,
         "val_acc": 0.830, "val_loss": 0.435}
@@ -48,8 +43,12 @@ def spiral_data(samples: int, classes: int, rng: np.random.Generator):
     return x, y
 
 
-def build_model() -> keras.Model:
+def build_model():
     """2-64-3, weights 0.01·N(0, 1) and zero biases as in the book."""
+    import keras
+
+    import keras_l1l2plus as kl
+
     init = keras.initializers.RandomNormal(stddev=0.01)
     model = keras.Sequential([
         keras.Input((2,)),
@@ -65,17 +64,16 @@ def build_model() -> keras.Model:
     return model
 
 
-class Every(keras.callbacks.Callback):
-    """Prints the book's progress line every `n` epochs."""
+def print_every(n):
+    """A callback that prints the book's progress line every `n` epochs."""
+    import keras
 
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch % self.n == 0:
+    def on_epoch_end(epoch, logs):
+        if epoch % n == 0:
             print(f"epoch: {epoch}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.3f} "
                   f"(data_loss: {logs['data_loss']:.3f}, reg_loss: {logs['penalty']:.3f})")
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def main(argv=None) -> dict:
@@ -83,7 +81,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=10001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-every", type=int, default=1000)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before Keras loads: --help answers at once
+    keras = load_keras()
+    import keras_l1l2plus as kl
+
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x, y = spiral_data(100, 3, rng)
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
 
     model = build_model()
     history = model.fit(x, y, batch_size=len(x), epochs=args.epochs, shuffle=False, verbose=0,
-                        callbacks=[kl.PenaltyLogger(update_freq="epoch"), Every(args.print_every)])
+                        callbacks=[kl.PenaltyLogger(update_freq="epoch"), print_every(args.print_every)])
     last = {k: v[-1] for k, v in history.history.items()}
     # The book's last line is measured before its last update, like fit's logs;
     # its validation uses the weights after it, like evaluate.
@@ -99,11 +100,14 @@ def main(argv=None) -> dict:
     penalty = float(kl.penalty_terms(model)["penalty"])
     ours = {"acc": last["accuracy"], "loss": last["loss"], "data_loss": last["data_loss"],
             "reg_loss": last["penalty"], "val_acc": val["accuracy"], "val_loss": val["loss"] - penalty}
-    print(f"\nafter {args.epochs} epochs      book    keras-l1l2plus")
+    ours_header = f"keras-l1l2plus, {args.epochs} epochs"
+    print(f"\n{'':<22} {'book, 10001 epochs':>18}    {ours_header}")
     for key, label in (("acc", "train accuracy"), ("loss", "train loss"), ("data_loss", "train data loss"),
                        ("reg_loss", "L2 penalty"), ("val_acc", "validation accuracy"),
                        ("val_loss", "validation data loss")):
-        print(f"{label:<22} {BOOK[key]:>6.3f}    {ours[key]:>6.3f}")
+        print(f"{label:<22} {BOOK[key]:>18.3f}    {ours[key]:>{len(ours_header)}.3f}")
+    if args.epochs != 10001:
+        print(f"(the book's figures are after 10001 epochs, ours after {args.epochs}: not comparable)")
     return ours
 
 

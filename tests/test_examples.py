@@ -1,6 +1,10 @@
 """Every example runs in its fast mode, in a fresh process, so none rots."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +36,19 @@ def test_digits_main_job(tmp_path, fresh_python, proximal):
     args = ["--fast", "--out", str(tmp_path)] + (["--proximal"] if proximal else [])
     summary, out = run_example(fresh_python, "digits", args)
     assert "reloaded: predictions and model.losses match" in out
-    assert "l1_weight:" in out and "val_data_loss:" in out  # the terms in the progress lines
+    progress = [line for line in out.splitlines() if "val_loss:" in line]
+    assert len(progress) == 3  # --fast: one line per epoch
+    for line in progress:  # the terms on the line, not their validation copies
+        assert "l1_weight:" in line and "penalty:" in line and "val_data_loss:" in line
+        assert "val_l1_weight" not in line and "val_penalty" not in line
+        assert ("sparsity_weight:" in line) == proximal  # only when some variable takes the proximal step
     assert (tmp_path / "digits.keras").stat().st_size > 0
     if BACKEND == "tensorflow":
-        assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
+        (run,) = (tmp_path / "tensorboard").iterdir()  # a folder of its own per run
+        assert run.name.endswith("-proximal" if proximal else "-subgradient")
+        assert list((run / "train").glob("events.out.tfevents.*"))
+        assert list(run.glob("events.out.tfevents.*.layout"))  # the charts that group the terms
+        assert f"tensorboard --logdir {tmp_path / 'tensorboard'}" in out
     import matplotlib.image
 
     picture = matplotlib.image.imread(tmp_path / "digits.png")
@@ -48,6 +61,39 @@ def test_digits_main_job(tmp_path, fresh_python, proximal):
     else:
         assert summary["sparsity_weight"] == 0.0  # subgradient steps never land on zero
     assert f"| test_accuracy | {summary['test_accuracy']:.6g} |" in out
+
+
+# TensorFlow's C++ log lines: "I0000 00:00:17… port.cc:153] …", "E0000 … failed call to cuInit".
+NATIVE_LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)", re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_main_job_as_a_script_prints_no_tensorflow_log_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = BACKEND
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "digits.py"), "--fast", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| test_accuracy |" in proc.stdout
+    assert not NATIVE_LOG_LINE.search(proc.stderr), proc.stderr[:2000]
+    assert not NATIVE_LOG_LINE.search(proc.stdout)
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("[!_]*.py")))
+def test_help_answers_before_keras_loads(example):
+    """`--help` parses the arguments before importing Keras (which takes seconds)."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"""
+import runpy, sys
+sys.argv = [{example!r}, "--help"]
+sys.path.insert(0, {str(EXAMPLES)!r})
+try:
+    runpy.run_path({str(EXAMPLES / example)!r}, run_name="__main__")
+except SystemExit:
+    pass
+print("KERAS LOADED" if "keras" in sys.modules else "KERAS NOT LOADED")
+"""], capture_output=True, text=True, timeout=120)
+    assert "usage:" in out.stdout and out.stdout.strip().endswith("KERAS NOT LOADED"), out.stdout + out.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Loads Keras for the examples without TensorFlow's C++ log lines.
+"""What the examples share: loading Keras without TensorFlow's C++ log lines,
+and the command that opens TensorBoard.
 
 TensorFlow 2.21 prints its C++ logs through absl. `TF_CPP_MIN_LOG_LEVEL=3`,
 set before TensorFlow loads, hides those written after start-up (INFO,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -43,3 +45,15 @@ def load_keras():
         import keras
         import keras_l1l2plus  # noqa: F401
     return keras
+
+
+def tensorboard_command(log_dir: Path) -> str:
+    """A command that starts TensorBoard on `log_dir`, whether or not a venv is activated."""
+    script = Path(sys.executable).with_name("tensorboard")
+    if script.exists():
+        try:
+            script = script.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return f"{script} --logdir {log_dir}"
+    return f"{sys.executable} -m tensorboard.main --logdir {log_dir}"
