@@ -99,7 +99,7 @@ def plot(history, args, path):
     fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
     panels = [
         ("penalty terms", "penalty (log scale)", "log", [*TERMS, "penalty"]),
-        ("data loss", "loss (log scale)", "log", ["data_loss", "val_data_loss", "loss"]),
+        ("data_loss, val_data_loss and loss", "loss (log scale)", "log", ["data_loss", "val_data_loss", "loss"]),
         ("accuracy", "accuracy", "linear", ["accuracy", "val_accuracy"]),
         ("exact zeros", "fraction of entries exactly 0", "linear", ["sparsity_weight", "sparsity_bias"]),
     ]
