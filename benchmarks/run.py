@@ -139,6 +139,7 @@ class Row:
     goal: float | None
     params: int
     cpu: tuple[float, float, float] | None = None  # CPU-time ratio: median, min, max
+    judged: str = "wall"  # which median the goal is judged on: "wall" or "cpu"
 
 
 def pairwise(a, b):
@@ -147,17 +148,17 @@ def pairwise(a, b):
     return statistics.median(r), min(r), max(r)
 
 
-def ratio_row(case, name, c, base, goal):
+def ratio_row(case, name, c, base, goal, judged="wall"):
     wall, cpu = pairwise(c.per_round, base.per_round), pairwise(c.per_round_cpu, base.per_round_cpu)
-    return Row(case, name, statistics.median(c.per_round), *wall, goal, n_params(c.model), cpu)
+    return Row(case, name, statistics.median(c.per_round), *wall, goal, n_params(c.model), cpu, judged)
 
 
-def ratios(case, contenders, goal_for):
+def ratios(case, contenders, goal_for, judged="wall"):
     """Rows for each contender against the first; the second is the first again (A/A: the noise)."""
     base = contenders[0]
     rows = [Row(case, base.name, statistics.median(base.per_round), None, None, None, None, n_params(base.model))]
     for c in contenders[1:]:
-        rows.append(ratio_row(case, c.name, c, base, goal_for(c.name)))
+        rows.append(ratio_row(case, c.name, c, base, goal_for(c.name), judged))
     return rows
 
 
@@ -177,14 +178,19 @@ def regularizer_case(label, make, batch, steps, epochs, rounds):
     return rows
 
 
-def logger_case(label, make, batch, steps, epochs, rounds, update_freqs):
-    """Fit without the callback against fits with PenaltyLogger(update_freq=...)."""
-    contenders = with_aa([Contender("no logger", make("plus"))])
+def logger_case(label, make, batch, steps, epochs, rounds, update_freqs, kind="plus"):
+    """Fit without the callback against fits with PenaltyLogger(update_freq=...).
+
+    Goal (CPU-time median): ≤ 1.03 with L1L2Plus, ≤ 1.05 with the proximal
+    step (`kind="proximal"`, whose sparsity_* adds a count of exact zeros).
+    """
+    contenders = with_aa([Contender("no logger", make(kind))])
     for freq in update_freqs:
-        contenders.append(Contender(f"PenaltyLogger({freq!r})", make("plus"),
+        contenders.append(Contender(f"PenaltyLogger({freq!r})", make(kind),
                                     lambda freq=freq: [kl.PenaltyLogger(update_freq=freq)]))
     run_case(contenders, batch, steps, epochs, rounds)
-    return ratios(label, contenders, lambda name: 1.05 if name == "PenaltyLogger('batch')" else None)
+    goal = 1.05 if kind == "proximal" else 1.03
+    return ratios(label, contenders, lambda name: goal if name == "PenaltyLogger('batch')" else None, "cpu")
 
 
 def proximal_case(label, make, batch, steps, epochs, rounds):
@@ -286,16 +292,18 @@ def fmt_cpu(row):
 def verdict(row):
     if row.goal is None or row.ratio is None:
         return ""
-    if row.ratio <= row.goal:
-        return f"meets ≤ {row.goal:.2f}"
-    if row.ratio_lo <= row.goal:
-        return f"within noise of ≤ {row.goal:.2f} (median {row.ratio:.3f})"
-    return f"**misses** ≤ {row.goal:.2f}"
+    median, low, _ = row.cpu if row.judged == "cpu" else (row.ratio, row.ratio_lo, row.ratio_hi)
+    on = "CPU" if row.judged == "cpu" else "wall"
+    if median <= row.goal:
+        return f"meets ≤ {row.goal:.2f} ({on})"
+    if low <= row.goal:
+        return f"within noise of ≤ {row.goal:.2f} ({on} median {median:.3f})"
+    return f"**misses** ≤ {row.goal:.2f} ({on} median {median:.3f})"
 
 
 def table(rows):
     lines = ["| case | params | contender | ms/step (median) | wall-time ratio, median (min–max) "
-             "| CPU-time ratio, median (min–max) | goal (wall-time median) |",
+             "| CPU-time ratio, median (min–max) | goal (on the median named) |",
              "|---|---:|---|---:|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.case} | {r.params:,} | {r.contender} | {r.ms_per_step:.3f} | {fmt_ratio(r)} "
@@ -343,12 +351,15 @@ def main(argv=None):
                                  32 if q else 128, steps, epochs, rounds)
     sections.append(("Train step: no regularization, Keras L1L2, L1L2Plus (same λs on every kernel and bias)", rows))
 
-    freqs = ["batch", "epoch", 10]
     rows = []
-    sizes = [(784, 64, 10)] if q else [(784, 160, 160, 10), (784, 512, 512, 10), (784, 1900, 1900, 10)]
-    for widths in sizes if "logger" in only else ():
-        rows += logger_case(f"MLP {'-'.join(map(str, widths))}", lambda kind, w=widths: mlp(w, kind),
-                            128, steps, epochs, rounds, freqs if widths[1] == 512 or q else ["batch"])
+    targets = [100_000] if q else [100_000, 670_000, 10_000_000, 50_000_000]
+    for target in targets if "logger" in only else ():
+        h = 64 if q else width_for(target)
+        widths = (784, 512, 512, 10) if target == 670_000 else (784, h, h, 10)
+        s, r = {10_000_000: (12, 5), 50_000_000: (6, 3)}.get(target, (steps, rounds)) if not q else (steps, rounds)
+        for kind in ("plus", "proximal"):
+            label = f"MLP {'-'.join(map(str, widths))}, {'proximal L1 (SGD)' if kind == 'proximal' else 'L1L2Plus'}"
+            rows += logger_case(label, lambda k, w=widths: mlp(w, k), 128, s, epochs, r, ["batch"], kind)
     sections.append(("PenaltyLogger overhead (batch 128, CPU), against the same fit without it", rows))
 
     rows = []

@@ -28,8 +28,8 @@ def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
 
     assert "Machine: " in text and f"on {keras.backend.backend()} " in text and "Keras" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    for contender in ("| keras |", "| plus |", "| plus / keras |", "PenaltyLogger('batch')", "| PenaltyLogger() |",
-                      "ProximalOptimizer",
+    for contender in ("| keras |", "| plus |", "| plus / keras |", "PenaltyLogger('batch')", "proximal L1 (SGD)",
+                      "| PenaltyLogger() |", "ProximalOptimizer",
                       "NumPy abs().sum() + square().sum()"):
         assert any(contender in row for row in rows), contender
     assert any("again (A/A)" in row for row in rows)
