@@ -87,14 +87,14 @@ def replace_progress_bar(callback: Any, make_bar: Any) -> Any:
     A callback has no public handle on the other callbacks of its `fit` or
     `evaluate`, and `ProgbarLogger` prints every key of the logs. The
     `keras.callbacks.CallbackList` dispatching the hook that called us is
-    found on the stack (by its `self`); its progress bar, when it is exactly
-    Keras's `ProgbarLogger` (the default one, or one passed in; a subclass is
-    the user's own and is kept), is swapped in its `callbacks` list and in
-    `_progbar`, the attribute it reads for the progress bar, before the bar's
-    own begin hook runs (Keras appends its default bar last; one passed
-    before `callback` is left alone). The list lives for that one call. Returns the new bar, or None when there is nothing to
-    replace. Fallback, when Keras changes this: None, and Keras's own bar
-    shows every key.
+    found on the stack (by its `self`). Its progress bar, `_progbar`, when it
+    is exactly Keras's `ProgbarLogger` and comes after `callback` (Keras
+    appends its default one last), is swapped, in `_progbar` and in the
+    `callbacks` list, before its own begin hook runs. That list is built anew
+    for every call of `fit` or `evaluate`. A subclass, or a bar placed before
+    `callback` (its begin hook has run), is left alone. Returns the new bar,
+    or None when nothing was replaced. Fallback, when Keras changes this:
+    None, and Keras's own bar shows every key.
     """
     frame = sys._getframe(1)
     while frame is not None:
@@ -105,13 +105,15 @@ def replace_progress_bar(callback: Any, make_bar: Any) -> Any:
     else:
         return None
     old = getattr(owner, "_progbar", None)
-    position = [i for i, c in enumerate(owner.callbacks) if c is old or c is callback]
-    if type(old) is not keras.callbacks.ProgbarLogger or owner.callbacks[position[0]] is old:
-        return None  # not Keras's own, or one passed before us whose begin hook already ran
+    if type(old) is not keras.callbacks.ProgbarLogger:
+        return None
+    order = [id(c) for c in owner.callbacks]
+    if id(old) not in order or order.index(id(old)) < order.index(id(callback)):
+        return None
     bar = make_bar()
-    bar.set_model(old.model)
+    bar.set_model(callback.model)
     bar.set_params(owner.params)  # ProgbarLogger keeps none of its own
-    owner.callbacks[:] = [bar if c is old else c for c in owner.callbacks]
+    owner.callbacks[order.index(id(old))] = bar
     owner._progbar = bar
     return bar
 

@@ -100,3 +100,33 @@ def test_jax_step_state_layout():
 
 def test_num_replicas_outside_a_strategy():
     assert _keras.num_replicas() == 1
+
+
+def test_progress_bar_is_found_and_replaced_in_the_running_callback_list():
+    class Replacer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.replaced = _keras.replace_progress_bar(self, lambda: Bar())
+
+    class Bar(keras.callbacks.ProgbarLogger):
+        began = False
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self.began = True
+
+    model = compiled_model()
+    replacer = Replacer()
+    callbacks = keras.callbacks.CallbackList([replacer], add_history=True, add_progbar=True, model=model,
+                                             verbose=1, epochs=1, steps=1)
+    default = callbacks._progbar
+    assert type(default) is keras.callbacks.ProgbarLogger and callbacks.callbacks[-1] is default
+    callbacks.on_train_begin()
+    assert isinstance(replacer.replaced, Bar) and replacer.replaced.began  # its begin hook ran in that loop
+    assert callbacks._progbar is replacer.replaced and callbacks.callbacks[-1] is replacer.replaced
+    assert default not in callbacks.callbacks and replacer.replaced.target == 1  # params passed on
+    # A bar placed before the callback already began: it is kept.
+    mine = keras.callbacks.ProgbarLogger()
+    callbacks = keras.callbacks.CallbackList([mine, replacer], add_progbar=True, model=model, verbose=1, epochs=1,
+                                             steps=1)
+    callbacks.on_train_begin()
+    assert replacer.replaced is None and callbacks._progbar is mine
