@@ -3,10 +3,10 @@ and the command that opens TensorBoard.
 
 TensorFlow 2.21 prints its C++ logs through absl. `TF_CPP_MIN_LOG_LEVEL=3`,
 set before TensorFlow loads, hides those written after start-up (INFO,
-WARNING and ERROR, such as `failed call to cuInit`); the four lines written
-while its libraries load (`All log messages before absl::InitializeLog()`,
-`oneDNN custom operations are on`, `Could not find cuda drivers`, twice: two
-libraries) come before any setting is read. So the import runs with the
+WARNING and ERROR, such as `failed call to cuInit`); the six lines written
+while its two libraries load (`All log messages before absl::InitializeLog()`,
+`oneDNN custom operations are on`, `Could not find cuda drivers`, each twice)
+come before any setting is read. So the import runs with the
 process's native stderr (file descriptor 2) sent to /dev/null; Python's own
 errors are raised after it is restored, so a failing import still says why.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -55,5 +56,5 @@ def tensorboard_command(log_dir: Path) -> str:
             script = script.relative_to(Path.cwd())
         except ValueError:
             pass
-        return f"{script} --logdir {log_dir}"
-    return f"{sys.executable} -m tensorboard.main --logdir {log_dir}"
+        return f"{shlex.quote(str(script))} --logdir {shlex.quote(str(log_dir))}"
+    return f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(str(log_dir))}"

@@ -114,7 +114,7 @@ def plot(history, args, path):
     if "sparsity_weight" in history:
         axes[3].set_ylim(-0.02, 1.02)
     else:
-        axes[3].text(0.5, 0.5, "subgradient L1 makes no exact zeros:\nsparsity_* is logged with --proximal",
+        axes[3].text(0.5, 0.5, "subgradient L1 brings no kernel weight to exactly 0:\nsparsity_* is logged with --proximal",
                      ha="center", va="center", transform=axes[3].transAxes)
         axes[3].set(yticks=[], xticks=[])
     fig.suptitle(
@@ -126,6 +126,16 @@ def plot(history, args, path):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def new_run_folder(parent: Path, mode: str) -> Path:
+    """`parent/<date-time>-<mode>`, a folder no earlier run used (a suffix if one started the same second)."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}"
+    run, n = parent / stamp, 1
+    while run.exists():
+        n += 1
+        run = parent / f"{stamp}-{n}"
+    return run
 
 
 def check_reload(model, path, x):
@@ -152,7 +162,7 @@ def main(argv=None) -> dict:
     callbacks = [kl.PenaltyLogger()]
     tensorboard = keras.backend.backend() == "tensorflow"  # Keras's TensorBoard callback writes through TF
     if tensorboard:
-        run = args.out / "tensorboard" / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode(args)}"
+        run = new_run_folder(args.out / "tensorboard", mode(args))
         kl.write_tensorboard_layout(run, sparsity=args.proximal)  # the charts that group the terms
         callbacks.append(keras.callbacks.TensorBoard(str(run)))
     history = model.fit(

@@ -35,7 +35,7 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.proximal import proximal_roles
+from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
 from keras_l1l2plus.terms import penalty_terms, sparsity
@@ -54,9 +54,10 @@ class PenaltyMetric(_keras.MetricContainer):
     so nothing is computed twice), adds `data_loss = loss − penalty`, and
     accumulates every value times `batch_size`; `result()` is the dict of
     totals / Σ batch_size. `sparsity_<role>` for each role of
-    `sparsity_roles` (see `keras_l1l2plus.terms.sparsity`; the logger passes
-    the roles that take the proximal step, since subgradient steps never land
-    on 0) is not averaged: it is the value at the weights of the latest step.
+    `sparsity_roles`, the fraction of exact zeros among that role's variables
+    that take the proximal step (`keras_l1l2plus.terms.sparsity` with
+    `proximal_only=True`), is not averaged: it is the value at the weights of
+    the latest step.
 
     `update_state(...)` does nothing: the terms come from the step's loss,
     not from `(y, y_pred)`, so a custom `train_step` that updates every
@@ -67,7 +68,7 @@ class PenaltyMetric(_keras.MetricContainer):
                  per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
-        self._sparsity = lambda: sparsity(model, roles=sparsity_roles)
+        self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
         self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
         self.latest_keys = tuple(f"sparsity_{role}" for role in sparsity_roles)
         self.keys = self.mean_keys + self.latest_keys
@@ -170,7 +171,7 @@ class Attachment:
             self.detach()  # left by a call that raised, or by this logger
         model = self.model
         keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
-        roles = proximal_roles(model)
+        roles = sparsity_roles(model)
         if self.metric is None or self.metric.keys != (*keys, "data_loss", *(f"sparsity_{r}" for r in roles)):
             strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -217,6 +218,13 @@ class Attachment:
     def rebuild(self) -> None:
         """New plain and logged steps (the penalties changed), traced at their next call."""
         model = self.model
+        if tuple(f"sparsity_{r}" for r in sparsity_roles(model)) != self.metric.latest_keys:
+            warnings.warn(
+                "PenaltyLogger: which roles take the proximal step changed during fit; the "
+                f"sparsity keys stay those of the fit's start ({list(self.metric.latest_keys)}). "
+                "The new ones show from the next fit.",
+                stacklevel=4,  # rebuild ← retrace ← regularize ← the caller
+            )
         self._uninstall()
         plain = {kind: make_step_function(model, kind) for kind in self.switches}
         self._install()
@@ -304,6 +312,16 @@ class Attachment:
             getattr(self.model, f"{kind}_function", None) is not switch for kind, switch in self.switches.items()
         ):
             self.detach()
+
+
+def sparsity_roles(model: Any) -> tuple[str, ...]:
+    """The roles whose `sparsity_*` means something: those that take the proximal step.
+
+    With subgradient steps no entry is brought to exactly 0 (only one that
+    never left an exact-zero initial value stays there), and without a
+    `ProximalOptimizer` the proximal regularizers' L1 does not act at all.
+    """
+    return proximal_roles(model) if uses_proximal_step(getattr(model, "optimizer", None)) else ()
 
 
 def _takes_training(compute_loss: Callable) -> bool:

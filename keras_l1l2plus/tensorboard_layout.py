@@ -59,6 +59,10 @@ def write_tensorboard_layout(
 
     Call it once per run (before or after `fit`); TensorBoard merges the
     layouts of every run it reads, so runs side by side share the charts.
+    The layout is a run of its own in TensorBoard's run list (`log_dir`
+    itself, beside Keras's `train` and `validation`); it holds no scalars.
+    (Called again on the same directory, it writes another file, and
+    TensorBoard shows the latest layout.)
     `sparsity=True` adds the sparsity chart (a `PenaltyLogger` logs
     `sparsity_*` when some variable takes the proximal step), `per_layer=True`
     one chart per term with each layer's share (`PenaltyLogger(per_layer=True)`).
@@ -78,6 +82,8 @@ def write_tensorboard_layout(
             "Invalid value for argument `log_dir`: expected a directory path (str or os.PathLike). "
             f"Received: log_dir={log_dir!r}"
         )
+    if Path(log_dir).exists() and not Path(log_dir).is_dir():
+        raise NotADirectoryError(f"Invalid value for argument `log_dir`: {str(log_dir)!r} is a file, not a directory.")
     sparsity = validate_flag(sparsity, "sparsity")
     per_layer = validate_flag(per_layer, "per_layer")
     try:

@@ -125,7 +125,9 @@ def _recorded_terms(recorded: dict | None, variable: Any) -> tuple[Any, Any] | N
     return None if found is None else found[1:]
 
 
-def sparsity(model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS)) -> dict[str, Any]:
+def sparsity(
+    model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS), *, proximal_only: bool = False
+) -> dict[str, Any]:
     """Fraction of exactly-zero entries among the L1-regularized weights and biases.
 
     Returns `{"sparsity_weight", "sparsity_bias"}` (one key per entry of
@@ -135,8 +137,11 @@ def sparsity(model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS))
 
     (likewise for biases), 0 where no variable of that role has an L1 penalty.
     Regularizers counted are those `penalty_terms` splits: `L1L2Plus` and
-    Keras's `L1` and `L1L2`.
+    Keras's `L1` and `L1L2`; with `proximal_only=True`, only the variables
+    that take the proximal step (`L1L2Plus(l1 > 0, proximal=True)`), as
+    `PenaltyLogger` logs it.
     """
+    proximal_only = validate_flag(proximal_only, "proximal_only")
     unknown = [r for r in roles if r not in (WEIGHT, BIAS)]
     if unknown:
         raise ValueError(f'Invalid value for argument `roles`: expected "weight" and/or "bias". '
@@ -145,7 +150,7 @@ def sparsity(model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS))
     sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in sizes or split is None or split.l1 == 0:
+        if owned.role not in sizes or split is None or split.l1 == 0 or (proximal_only and not split.proximal):
             continue
         zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
         sizes[owned.role] += int(np.prod(owned.variable.shape))

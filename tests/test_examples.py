@@ -59,7 +59,7 @@ def test_digits_main_job(tmp_path, fresh_python, proximal):
     if proximal:
         assert summary["sparsity_weight"] > 0.05  # the proximal step makes exact zeros
     else:
-        assert summary["sparsity_weight"] == 0.0  # subgradient steps never land on zero
+        assert summary["sparsity_weight"] == 0.0  # subgradient steps bring no kernel weight to exactly 0
     assert f"| test_accuracy | {summary['test_accuracy']:.6g} |" in out
 
 

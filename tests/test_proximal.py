@@ -598,3 +598,42 @@ def test_loss_scale_optimizer_outside_gives_the_same_steps():
     assert (results[0] == 0).sum() >= 3
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(results[1] == 0, results[0] == 0)
+
+
+def test_logged_sparsity_counts_only_the_variables_that_take_the_proximal_step():
+    x, y = regression_problem()
+    model = keras.Sequential([
+        keras.Input((10,)),
+        L.Dense(20, kernel_regularizer=kl.L1L2Plus(l1=10.0, proximal=True)),  # zeroed at the first step
+        L.Dense(30, kernel_regularizer=kl.L1L2Plus(l1=1e-4)),  # subgradient L1: not counted
+        L.Dense(1),
+    ])
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    history = model.fit(x, y[:, None], batch_size=50, epochs=2, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+    assert (model.layers[0].kernel.numpy() == 0).all()
+    assert history["sparsity_weight"][-1] == 1.0  # not diluted by the 600 subgradient weights
+    assert "sparsity_bias" not in history
+
+
+def test_no_sparsity_keys_without_a_proximal_optimizer():
+    x, y = regression_problem()
+    model = keras.Sequential([keras.Input((10,)), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.05, proximal_weight=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    with pytest.warns(UserWarning, match="not a ProximalOptimizer"):
+        history = model.fit(x, y[:, None], epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+    assert not any(key.startswith("sparsity") for key in history)  # 0 by construction: the L1 does not act
+
+
+def test_proximal_step_switched_on_mid_fit_warns_and_shows_sparsity_from_the_next_fit():
+    x, y = regression_problem()
+    model = keras.Sequential([keras.Input((10,)), L.Dense(4), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.5)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.05)), loss="mse")
+    switch_on = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epoch == 1 and kl.regularize(model, l1_weight=0.5, proximal_weight=True))
+    with pytest.warns(UserWarning, match="sparsity keys stay"):
+        history = model.fit(x, y[:, None], epochs=2, verbose=0, callbacks=[kl.PenaltyLogger(), switch_on]).history
+    assert "sparsity_weight" not in history
+    history = model.fit(x, y[:, None], epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+    assert "sparsity_weight" in history

@@ -98,3 +98,9 @@ def test_tensorboard_serves_the_charts_with_the_logged_values(tmp_path):
     sparsity = data["sparsity: fraction of exactly-zero entries"]["run1/train"]
     assert sorted(sparsity) == ["epoch_sparsity_weight"]  # the biases take subgradient steps
     np.testing.assert_allclose(values(sparsity["epoch_sparsity_weight"]), history["sparsity_weight"], rtol=1e-6)
+
+
+def test_a_file_is_not_a_log_dir(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="log_dir"):
+        kl.write_tensorboard_layout(tmp_path / "file")
