@@ -20,6 +20,7 @@ from keras_l1l2plus.apply import regularize  # noqa: E402
 from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1  # noqa: E402
 from keras_l1l2plus.proximal import ProximalOptimizer  # noqa: E402
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
+from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
 from keras_l1l2plus.tensorboard_layout import write_tensorboard_layout  # noqa: E402
 from keras_l1l2plus.terms import penalty_terms  # noqa: E402
 
@@ -28,6 +29,7 @@ __version__ = "0.3.0"
 __all__ = [
     "L1L2Plus",
     "PenaltyLogger",
+    "PenaltySchedule",
     "ProximalL1",
     "ProximalOptimizer",
     "penalty_terms",

@@ -30,6 +30,8 @@ __all__ = [
     "own_trainable_variables",
     "remove_model_metric",
     "replace_progress_bar",
+    "state_is_threaded",
+    "thread_state_variable",
     "without_metric_state",
 ]
 
@@ -116,6 +118,48 @@ def replace_progress_bar(callback: Any, make_bar: Any) -> Any:
     owner.callbacks[order.index(id(old))] = bar
     owner._progbar = bar
     return bar
+
+
+class _StateHolder:
+    """What `Layer.variables` reads from `_seed_generators`: an object with `.state`."""
+
+    def __init__(self, variable: Any):
+        self.state = variable
+
+
+def thread_state_variable(model: Any, variable: Any) -> None:
+    """Makes `variable` part of the state Keras's JAX trainer threads through the train step.
+
+    The JAX trainer passes `model.trainable_variables` and
+    `model.non_trainable_variables` into the jitted step and maps them in
+    `stateless_call`, where the regularizers run; any other variable is read
+    there as a constant fixed at tracing. Those lists come from
+    `Layer.variables`, which also takes `.state` of each entry of
+    `model._seed_generators` (Keras's own per-step state, the random seeds)
+    without counting it in `model.weights`, `get_weights()` or the saved
+    weights. A variable registered here is therefore read afresh at every
+    step, and the model saves and loads as before. Fallback, when Keras
+    changes this: `thread_state_variable` raises, and `PenaltySchedule` with
+    it, rather than training with a λ that does not change.
+    """
+    holders = model._seed_generators
+    if not any(getattr(h, "state", None) is variable for h in holders):
+        holders.append(_StateHolder(variable))
+    if not any(v is variable for v in model.non_trainable_variables):
+        raise RuntimeError(
+            "keras_l1l2plus could not add a variable to the model's state in this Keras version "
+            f"({keras.__version__}): a schedule would not reach the train step."
+        )
+
+
+def state_is_threaded() -> bool:
+    """Whether the backend's trainer passes state into a compiled step explicitly (JAX).
+
+    There, a variable an optimizer reads in its update must be among the
+    optimizer's variables (`stateless_apply` maps those and the trainable
+    ones only); TensorFlow and PyTorch read every variable where it is.
+    """
+    return keras.backend.backend() == "jax"
 
 
 def is_running(frame: Any) -> bool:

@@ -142,7 +142,8 @@ class PenaltyLogger(keras.callbacks.Callback):
             _keras.replace_progress_bar(self, self._short_progress_bar)
 
     def _short_progress_bar(self) -> ProgressBar:
-        shown = ("data_loss", *TERM_NAMES, "penalty", *(k for k in self._keys if k.startswith("sparsity_")))
+        shown = ("data_loss", *TERM_NAMES, "penalty",
+                 *(k for k in self._keys if k.startswith(("sparsity_", "lambda_"))))
         return ProgressBar(self._keys, shown=shown, shown_validation=("data_loss",))
 
     def _holds(self) -> bool:

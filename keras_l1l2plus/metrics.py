@@ -37,6 +37,7 @@ from keras import ops
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import recording_terms
+from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
 from keras_l1l2plus.terms import penalty_terms, sparsity
 
@@ -65,12 +66,17 @@ class PenaltyMetric(_keras.MetricContainer):
     """
 
     def __init__(self, model: Any, *, term_keys: tuple[str, ...], sparsity_roles: tuple[str, ...] = (),
-                 per_layer: bool = False, name: str = "penalty_terms"):
+                 lambdas: dict[str, Any] | None = None, per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
         self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
-        self.latest_keys = tuple(f"sparsity_{role}" for role in sparsity_roles)
+        lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
+        # In a closure: as attributes, Keras would track them as this metric's own state.
+        self._lambda_values = lambda: [ops.cast(v, "float32") for v in lambdas.values()]
+        self.lambda_ids = tuple(id(v) for v in lambdas.values())
+        self.latest_keys = (*(f"sparsity_{role}" for role in sparsity_roles),
+                            *(f"lambda_{term}" for term in lambdas))
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
         self.metrics = [_keras.lower_is_better(key) for key in self.mean_keys]
@@ -96,7 +102,8 @@ class PenaltyMetric(_keras.MetricContainer):
         self._totals.assign_add(values * batch_size)
         self._count.assign_add(batch_size)
         if self._latest is not None:
-            self._latest.assign(ops.stack(list(self._sparsity().values())))
+            latest = [*self._sparsity().values(), *self._lambda_values()]
+            self._latest.assign(ops.stack(latest))
 
     def _same_keys(self, terms: dict) -> dict:
         """`terms` on this metric's keys, after `regularize` changed the layers mid-fit."""
@@ -172,11 +179,14 @@ class Attachment:
         model = self.model
         keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
         roles = sparsity_roles(model)
-        if self.metric is None or self.metric.keys != (*keys, "data_loss", *(f"sparsity_{r}" for r in roles)):
+        lambdas = lambda_variables(model)
+        latest = (*(f"sparsity_{r}" for r in roles), *(f"lambda_{t}" for t in lambdas))
+        if (self.metric is None or self.metric.keys != (*keys, "data_loss", *latest)
+                or self.metric.lambda_ids != tuple(id(v) for v in lambdas.values())):
             strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
                 self.metric = PenaltyMetric(model, per_layer=logger.per_layer, term_keys=keys,
-                                            sparsity_roles=roles)
+                                            sparsity_roles=roles, lambdas=lambdas)
             self.metric.on_reset = self._on_reset
             self.switches = {}  # traced with another metric
         # The plain steps: the model's own, or made now, while nothing of ours is on it.
@@ -218,7 +228,8 @@ class Attachment:
     def rebuild(self) -> None:
         """New plain and logged steps (the penalties changed), traced at their next call."""
         model = self.model
-        if tuple(f"sparsity_{r}" for r in sparsity_roles(model)) != self.metric.latest_keys:
+        if tuple(f"sparsity_{r}" for r in sparsity_roles(model)) != tuple(
+                k for k in self.metric.latest_keys if k.startswith("sparsity_")):
             warnings.warn(
                 "PenaltyLogger: which roles take the proximal step changed during fit; the "
                 f"sparsity keys stay those of the fit's start ({list(self.metric.latest_keys)}). "

@@ -68,9 +68,11 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
+from keras_l1l2plus.regularizer import factor_is_zero
 from keras_l1l2plus.terms import as_l1l2plus
 
-__all__ = ["ProximalOptimizer", "proximal_l1", "proximal_roles", "soft_threshold", "step_size", "uses_proximal_step"]
+__all__ = ["ProximalOptimizer", "proximal_l1", "proximal_roles", "soft_threshold", "step_size", "takes_proximal_step",
+           "uses_proximal_step"]
 
 THRESHOLDS = ("adaptive", "decoupled")
 
@@ -90,17 +92,22 @@ def _shrinkage(w: Any, threshold: Any) -> Any:
     return ops.clip(w, -threshold, threshold)
 
 
-def proximal_l1(variable: Any) -> float:
-    """λ1 of `variable`'s proximal `L1L2Plus` regularizer; 0.0 when it has none."""
+def proximal_l1(variable: Any) -> Any:
+    """λ1 of `variable`'s proximal `L1L2Plus` regularizer (a float or a λ variable); 0.0 when it has none."""
     regularizer = as_l1l2plus(getattr(variable, "regularizer", None))
     if regularizer is None or not regularizer.proximal:
         return 0.0
     return regularizer.l1
 
 
+def takes_proximal_step(variable: Any) -> bool:
+    """Whether `variable` has a proximal `L1L2Plus` with an L1 factor that is not the constant 0."""
+    return not factor_is_zero(proximal_l1(variable))
+
+
 def proximal_roles(model: Any) -> tuple[str, ...]:
     """The roles ("weight", "bias") of `model` with a variable that takes the proximal L1 step."""
-    found = {owned.role for owned in owned_trainable_variables(model) if proximal_l1(owned.variable)}
+    found = {owned.role for owned in owned_trainable_variables(model) if takes_proximal_step(owned.variable)}
     return tuple(role for role in (WEIGHT, BIAS) if role in found)
 
 
@@ -215,6 +222,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner
         self.threshold = threshold
+        self._lambdas: dict[int, Any] = {}  # id(λ variable) → this optimizer's copy (JAX), see track_lambda
         if threshold == "adaptive" and not isinstance(inner, _KNOWN):
             warnings.warn(
                 f"ProximalOptimizer: the per-coordinate step size of {type(inner).__name__} is not "
@@ -229,7 +237,45 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return _keras.optimizer_own_variables(self) + self.inner_optimizer.variables
+        return _keras.optimizer_own_variables(self) + self.inner_optimizer.variables + list(self._lambdas.values())
+
+    def track_lambda(self, variable: Any) -> Any:
+        """The variable the update reads for the λ variable `variable`; whoever assigns one assigns both.
+
+        `PenaltySchedule` calls it for a scheduled proximal λ1. On JAX the
+        update (`stateless_apply`) sees this optimizer's variables and the
+        trainable ones only, so the update reads a copy kept among this
+        optimizer's variables (the model's state holds `variable` itself; one
+        buffer cannot be in both). Elsewhere it reads `variable`. The copy is
+        not saved with the optimizer: the regularizers' configs hold the λ of
+        the moment.
+        """
+        if not _keras.state_is_threaded():
+            return variable
+        if id(variable) not in self._lambdas:
+            self._lambdas[id(variable)] = keras.Variable(
+                ops.convert_to_numpy(variable), dtype=variable.dtype, trainable=False, name=f"{variable.name}_copy")
+        return self._lambdas[id(variable)]
+
+    def _saved_variables(self) -> list:
+        copies = {id(v) for v in self._lambdas.values()}
+        return [v for v in self.variables if id(v) not in copies]
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._saved_variables()):
+            store[str(i)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        variables = self._saved_variables()
+        if len(store.keys()) != len(variables):
+            warnings.warn(
+                f"Skipping variable loading for optimizer '{self.name}', because it has "
+                f"{len(variables)} variables whereas the saved optimizer has {len(store.keys())}.",
+                stacklevel=2,
+            )
+            return
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
@@ -242,7 +288,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         else:
             variables = list(trainable_variables)
         inner = self.inner_optimizer
-        targets = [(v, l1) for v, g in zip(variables, grads) if g is not None and (l1 := proximal_l1(v))]
+        targets = [(v, proximal_l1(v)) for v, g in zip(variables, grads) if g is not None and takes_proximal_step(v)]
         if targets:
             # Read before the update runs: its learning rate and step t,
             # whether it is a real update or only accumulates gradients, and
@@ -258,6 +304,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         for variable, l1 in targets:
             eta = step_size(inner, variable, learning_rate, step, self.threshold)
             updated = variable.value
+            l1 = self._lambdas.get(id(l1), l1)  # a scheduled λ1: the copy this update can read (JAX)
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
                 change = -shrinkage

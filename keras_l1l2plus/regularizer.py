@@ -91,8 +91,35 @@ def _as_float(value: Any, name: str) -> float:
     )
 
 
-def validate_penalty(value: Any, name: str) -> float:
-    """A regularization factor λ as a float: finite and non-negative."""
+def is_factor_variable(value: Any) -> bool:
+    """Whether a λ is a `keras.Variable` (one `PenaltySchedule` changes between steps)."""
+    return isinstance(value, keras.Variable)
+
+
+def factor_is_zero(value: Any) -> bool:
+    """Whether a λ is the constant 0 (a term that is not computed). A variable λ never is."""
+    return not is_factor_variable(value) and value == 0
+
+
+def factor_value(value: Any) -> float:
+    """A λ's value now, as a Python float."""
+    return float(ops.convert_to_numpy(value)) if is_factor_variable(value) else value
+
+
+def validate_penalty(value: Any, name: str) -> Any:
+    """A regularization factor λ: a finite, non-negative float, or a scalar float `keras.Variable`.
+
+    A variable is read in the step that uses it, so changing its value
+    changes the penalty from the next step on, without tracing the step again
+    (this is how `PenaltySchedule` schedules λ).
+    """
+    if is_factor_variable(value):
+        if tuple(value.shape) != () or not keras.backend.is_float_dtype(value.dtype) or value.trainable:
+            raise ValueError(
+                f"Invalid value for argument `{name}`: a variable λ must be a scalar, float, "
+                f"non-trainable keras.Variable. Received: {name}={value!r}"
+            )
+        return value
     value = _as_float(value, name)
     if not math.isfinite(value) or value < 0:
         raise ValueError(
@@ -198,8 +225,10 @@ class L1L2Plus(keras.regularizers.Regularizer):
     ... )
 
     Args:
-        l1: L1 factor λ1, a finite float ≥ 0. `None` means 0.
-        l2: L2 factor λ2, a finite float ≥ 0. `None` means 0.
+        l1: L1 factor λ1, a finite float ≥ 0 (`None` means 0), or a scalar
+            float `keras.Variable` (non-trainable) read at every step: how
+            `PenaltySchedule` changes λ without tracing the step again.
+        l2: L2 factor λ2, the same.
         zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
             Unused with `proximal=True`, where the L1 term has no gradient.
         proximal: replace the L1 gradient by the proximal step. Default False.
@@ -218,13 +247,13 @@ class L1L2Plus(keras.regularizers.Regularizer):
         x = ops.convert_to_tensor(x)
         acc = accumulation_dtype(x.dtype)
         zero = ops.zeros((), dtype=acc)
-        if not self.l1:
+        if factor_is_zero(self.l1):
             l1_term = zero
         elif self.proximal:  # the proximal step, not the gradient, applies L1
             l1_term = ops.cast(self.l1, acc) * ops.stop_gradient(ops.sum(ops.absolute(ops.cast(x, acc))))
         else:
             l1_term = ops.cast(self.l1, acc) * l1_norm(x, self.zero_grad)
-        l2_term = ops.cast(self.l2, acc) * squared_l2_norm(x) if self.l2 else zero
+        l2_term = zero if factor_is_zero(self.l2) else ops.cast(self.l2, acc) * squared_l2_norm(x)
         return l1_term, l2_term
 
     def __call__(self, x: Any) -> Any:
@@ -240,7 +269,14 @@ class L1L2Plus(keras.regularizers.Regularizer):
         return l1_term + l2_term
 
     def get_config(self) -> dict[str, Any]:
-        return {"l1": self.l1, "l2": self.l2, "zero_grad": self.zero_grad, "proximal": self.proximal}
+        """Plain values; a variable λ is saved as its value now (the λ of the moment)."""
+        return {"l1": factor_value(self.l1), "l2": factor_value(self.l2), "zero_grad": self.zero_grad,
+                "proximal": self.proximal}
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether a λ of this regularizer is a variable (set by `PenaltySchedule`)."""
+        return is_factor_variable(self.l1) or is_factor_variable(self.l2)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
@@ -255,9 +291,13 @@ class L1L2Plus(keras.regularizers.Regularizer):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, L1L2Plus):
             return NotImplemented
+        if self.scheduled or other.scheduled:  # a value that changes: only itself
+            return self is other
         return self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
+        if self.scheduled:
+            return id(self)
         return hash(tuple(sorted(self.get_config().items())))
 
     def __repr__(self) -> str:
@@ -265,4 +305,4 @@ class L1L2Plus(keras.regularizers.Regularizer):
         if not config["proximal"]:
             del config["proximal"]
         args = ", ".join(f"{k}={v!r}" for k, v in config.items())
-        return f"{type(self).__name__}({args})"
+        return f"{type(self).__name__}({args}{', scheduled' if self.scheduled else ''})"

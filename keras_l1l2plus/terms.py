@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.regularizer import L1L2Plus, validate_flag
+from keras_l1l2plus.regularizer import L1L2Plus, factor_is_zero, validate_flag
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
@@ -150,7 +150,7 @@ def sparsity(
     sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in sizes or split is None or split.l1 == 0 or (proximal_only and not split.proximal):
+        if owned.role not in sizes or split is None or factor_is_zero(split.l1) or (proximal_only and not split.proximal):
             continue
         zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
         sizes[owned.role] += int(np.prod(owned.variable.shape))

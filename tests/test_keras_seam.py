@@ -130,3 +130,16 @@ def test_progress_bar_is_found_and_replaced_in_the_running_callback_list():
                                              steps=1)
     callbacks.on_train_begin()
     assert replacer.replaced is None and callbacks._progbar is mine
+
+
+def test_a_threaded_state_variable_is_model_state_but_not_a_weight(tmp_path):
+    model = compiled_model()
+    variable = keras.Variable(0.5, trainable=False, name="lam")
+    weights = len(model.weights)
+    _keras.thread_state_variable(model, variable)
+    _keras.thread_state_variable(model, variable)  # once only
+    assert sum(v is variable for v in model.non_trainable_variables) == 1  # what the JAX trainer threads
+    assert len(model.weights) == weights and len(model.get_weights()) == weights
+    model.save(tmp_path / "m.keras")  # not saved: the model loads as before
+    assert len(keras.models.load_model(tmp_path / "m.keras").weights) == weights
+    assert _keras.state_is_threaded() == (keras.backend.backend() == "jax")

@@ -24,11 +24,11 @@ def test_import_without_the_backend_names_the_extras():
 
 def test_version_and_public_names():
     assert kl.__version__ == "0.3.0"
-    assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "ProximalL1", "ProximalOptimizer", "penalty_terms",
+    assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "PenaltySchedule", "ProximalL1", "ProximalOptimizer", "penalty_terms",
                                "regularize", "write_tensorboard_layout", "__version__"}
 
 
-@pytest.mark.parametrize("module", ["apply", "proximal", "regularizer", "tensorboard_layout", "terms"])
+@pytest.mark.parametrize("module", ["apply", "proximal", "regularizer", "schedule", "tensorboard_layout", "terms"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -1,0 +1,216 @@
+"""`PenaltySchedule`: the four λs on a schedule, without tracing the train step again.
+
+The loss at optimizer step t (epoch e) is
+
+    Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
+
+where each λ is a constant, a `keras.optimizers.schedules.LearningRateSchedule`
+of the optimizer's iteration count t (`PolynomialDecay`, `CosineDecay`,
+`PiecewiseConstantDecay`, ..., as for a learning rate), or a Python callable
+of the epoch e. Uses: a warm-up of regularization (a strong penalty from
+step 0 slows early training), annealing, and gradual sparsity (raise the
+proximal λ1 until a target fraction of the weights is exactly 0).
+
+How: each scheduled λ is one scalar non-trainable `keras.Variable` per model
+(`lambda_l1_weight`, ...). The `L1L2Plus` regularizers of that role read it
+in the step (`L1L2Plus(l1=<variable>)`), so a new value reaches the next
+step with no new trace, under `jit_compile`, `steps_per_execution` and
+`tf.distribute`. On JAX the variable is part of the state the trainer threads
+through the jitted step (and of a `ProximalOptimizer`'s, for the proximal
+step's threshold). The callback assigns the schedule's value before each
+step (per-step schedules) or each epoch (callables of the epoch), in Python.
+
+What is saved: the λ of the moment. `L1L2Plus.get_config()` holds plain
+floats, the values the variables have when the model is saved; the schedule
+belongs to the callback, as a learning-rate schedule given to Keras's
+`LearningRateScheduler` does. A reloaded model trains with those constant λs
+until it is fitted with a `PenaltySchedule` again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Union
+
+import keras
+from keras import ops
+
+from keras_l1l2plus import _keras
+from keras_l1l2plus.proximal import uses_proximal_step
+from keras_l1l2plus.regularizer import L1L2Plus, factor_value, validate_penalty
+from keras_l1l2plus.roles import owned_trainable_variables, regularizer_attributes, walk_layers
+from keras_l1l2plus.steps import retrace
+from keras_l1l2plus.terms import TERM_NAMES
+
+__all__ = ["PenaltySchedule", "lambda_variables"]
+
+Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule, Callable[[int], float]]
+
+_ATTRIBUTE = "_keras_l1l2plus_lambdas"
+
+
+def lambda_variables(model: Any) -> dict[str, Any]:
+    """`{term: λ variable}` of the λs a `PenaltySchedule` has scheduled on `model` (empty if none)."""
+    return dict(vars(model).get(_ATTRIBUTE, {}))
+
+
+def _role_regularizers(model: Any, role: str) -> list[L1L2Plus]:
+    """Every `L1L2Plus` of `role` on the model: on the variables and on the layers' attributes."""
+    found: dict[int, L1L2Plus] = {}
+    for owned in owned_trainable_variables(model):
+        if owned.role == role and isinstance(owned.variable.regularizer, L1L2Plus):
+            found[id(owned.variable.regularizer)] = owned.variable.regularizer
+    for chain in walk_layers(model):
+        layer = chain[-1]
+        for attribute, attribute_role in regularizer_attributes(layer).items():
+            regularizer = getattr(layer, attribute)
+            if attribute_role == role and isinstance(regularizer, L1L2Plus):
+                found[id(regularizer)] = regularizer
+    return list(found.values())
+
+
+def _schedule_on(model: Any, terms: tuple[str, ...]) -> dict[str, list]:
+    """Makes the `L1L2Plus` of `terms` read one λ variable each; traces the steps again if that changed.
+
+    Returns `{term: [the λ variable, and the copies an optimizer reads]}`: the variables to assign.
+    """
+    state = vars(model).get(_ATTRIBUTE)
+    if state is None:
+        state = {}
+        object.__setattr__(model, _ATTRIBUTE, state)
+    changed = False
+    targets = {}
+    for term in terms:
+        kind, role = term.split("_")
+        regularizers = _role_regularizers(model, role)
+        if not regularizers:
+            raise ValueError(
+                f"PenaltySchedule({term}=...): no {role} of model {model.name!r} has an L1L2Plus "
+                f"regularizer to schedule. Put them on first, e.g. "
+                f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
+            )
+        variable = state.get(term)
+        if variable is None:
+            strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                variable = keras.Variable(factor_value(getattr(regularizers[0], kind)), dtype="float32",
+                                          trainable=False, name=f"lambda_{term}")
+            state[term] = variable
+        _keras.thread_state_variable(model, variable)
+        targets[term] = [variable]
+        for regularizer in regularizers:
+            if getattr(regularizer, kind) is not variable:
+                setattr(regularizer, kind, variable)
+                changed = True
+        optimizer = getattr(model, "optimizer", None)
+        if kind == "l1" and uses_proximal_step(optimizer) and any(r.proximal for r in regularizers):
+            while not hasattr(optimizer, "track_lambda"):  # under a LossScaleOptimizer
+                optimizer = optimizer.inner_optimizer
+            copy = optimizer.track_lambda(variable)  # the proximal step's threshold reads it
+            if copy is not variable:
+                targets[term].append(copy)
+    if changed:
+        retrace(model)
+    return targets
+
+
+def _validate_schedule(schedule: Any, term: str) -> Schedule:
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) or callable(schedule):
+        return schedule
+    return validate_penalty(schedule, term)
+
+
+class PenaltySchedule(keras.callbacks.Callback):
+    """Makes any of the four λs follow a schedule during `fit`.
+
+        Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
+
+    Each argument is None (that λ is left alone), a float (set, then
+    constant), a `keras.optimizers.schedules.LearningRateSchedule` (a
+    function of the optimizer's iteration count, the step t, evaluated before
+    every step), or any other callable `f(epoch) -> λ` (evaluated at the
+    start of every epoch). A scheduled λ replaces the λ of that term on every
+    `L1L2Plus` of that role (weights or biases, see `keras_l1l2plus.roles`),
+    which must be on the model already (`regularize`); proximal regularizers
+    stay proximal, and their step's threshold follows the scheduled λ1.
+
+    A new λ is read by the next step without tracing it again (the λ is a
+    variable the step reads; see `keras_l1l2plus.schedule`). With
+    `steps_per_execution=N`, it changes between executions: every step of
+    one execution uses the λ of its first step. `PenaltyLogger` logs the
+    scheduled λs (`lambda_l1_weight`, ...) with the terms, each step's terms
+    with that step's λ.
+
+    What is saved with the model is the λ of the moment (plain floats in the
+    regularizers' configs), as for a learning rate set by Keras's
+    `LearningRateScheduler`: the schedule is this callback's.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_l1l2plus as kl
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model = kl.regularize(model, l2_weight=1e-3)   # the L1L2Plus whose λ2 the schedule sets
+    >>> warm_up = keras.optimizers.schedules.PolynomialDecay(0.0, decay_steps=10, end_learning_rate=0.25)
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> x = np.ones((40, 4), "float32")
+    >>> _ = model.fit(x, x[:, :1], batch_size=4, epochs=2, verbose=0,
+    ...               callbacks=[kl.PenaltySchedule(l2_weight=warm_up)])
+    >>> model.layers[0].kernel_regularizer.get_config()["l2"]   # the λ of the moment
+    0.25
+
+    Args:
+        l1_weight, l1_bias, l2_weight, l2_bias: the schedule of each λ.
+    """
+
+    def __init__(self, l1_weight: Schedule | None = None, l1_bias: Schedule | None = None,
+                 l2_weight: Schedule | None = None, l2_bias: Schedule | None = None):
+        super().__init__()
+        given = dict(zip(TERM_NAMES, (l1_weight, l1_bias, l2_weight, l2_bias)))
+        self.schedules = {term: _validate_schedule(s, term) for term, s in given.items() if s is not None}
+        if not self.schedules:
+            raise ValueError(
+                "PenaltySchedule: give at least one of l1_weight, l1_bias, l2_weight, l2_bias "
+                "(a float, a keras.optimizers.schedules.LearningRateSchedule or a callable of the epoch)."
+            )
+        self._per_step = {t: s for t, s in self.schedules.items()
+                          if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)}
+        self._per_epoch = {t: s for t, s in self.schedules.items() if t not in self._per_step}
+        self._variables: dict[str, list] = {}
+        self._values: dict[str, float] = {}
+        self._first_step = 0
+
+    def set_model(self, model):
+        # Before any callback's on_train_begin: a PenaltyLogger attaching there
+        # finds the λ variables, whatever the callbacks' order.
+        super().set_model(model)
+        self._variables = _schedule_on(model, tuple(self.schedules))
+        self._values = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        model = self.model  # on JAX this syncs the trainer's state, which it reads again before the step
+        self._first_step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        values = {}
+        for term, schedule in self._per_epoch.items():
+            values[term] = schedule if isinstance(schedule, float) else schedule(epoch)
+        self._assign(values, f"epoch {epoch}")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._per_step:
+            step = self._first_step + batch
+            self._assign({term: s(step) for term, s in self._per_step.items()}, f"step {step}")
+
+    def _assign(self, values: dict[str, Any], when: str) -> None:
+        changed = {}
+        for term, value in values.items():
+            try:
+                value = validate_penalty(value, term)
+            except ValueError as error:
+                raise ValueError(f"PenaltySchedule({term}=...) gave an invalid λ at {when}: {error}") from None
+            if self._values.get(term) != value:
+                changed[term] = value
+        if changed:
+            self.model  # noqa: B018 - on JAX: syncs the trainer's state, so the next step reads what is assigned
+            for term, value in changed.items():
+                for variable in self._variables[term]:
+                    variable.assign(value)
+            self._values.update(changed)
