@@ -13,7 +13,7 @@ import keras
 
 from keras_l1l2plus import _keras, metrics
 from keras_l1l2plus.progress import ProgressBar
-from keras_l1l2plus.proximal import proximal_l1, uses_proximal_step
+from keras_l1l2plus.proximal import takes_proximal_step, uses_proximal_step
 from keras_l1l2plus.regularizer import validate_flag
 from keras_l1l2plus.roles import owned_trainable_variables
 from keras_l1l2plus.terms import TERM_NAMES
@@ -127,7 +127,7 @@ class PenaltyLogger(keras.callbacks.Callback):
                 "regularizers with keras_l1l2plus.regularize(model, ...) or L1L2Plus.",
                 stacklevel=3,
             )
-        if any(proximal_l1(o.variable) for o in owned_trainable_variables(model)) and not uses_proximal_step(
+        if any(takes_proximal_step(o.variable) for o in owned_trainable_variables(model)) and not uses_proximal_step(
             getattr(model, "optimizer", None)
         ):
             warnings.warn(

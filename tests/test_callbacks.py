@@ -382,8 +382,10 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(fresh_pytho
                 model.set_weights(init)
                 kl.regularize(model, l1_weight=0.01, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005)
                 model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+            schedule = kl.PenaltySchedule(l2_weight=keras.optimizers.schedules.PiecewiseConstantDecay(
+                [3], [0.001, 0.01]))  # λ2w changes at step 4, the second epoch's first
             history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
-                                validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger()])
+                                validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger(), schedule])
             return history.history
 
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -395,8 +397,9 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(fresh_pytho
 
     result = json.loads(out.strip().splitlines()[-1])
     single, mirrored = result["single"], result["mirrored"]
-    for key in ("loss", "data_loss", "penalty", "val_data_loss", "val_loss", *TERMS):
+    for key in ("loss", "data_loss", "penalty", "val_data_loss", "val_loss", "lambda_l2_weight", *TERMS):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-5, err_msg=key)
+    assert mirrored["lambda_l2_weight"] == pytest.approx([0.001, 0.01])  # steps 0-3, then 4-7: λ reached the replicas
     for h in (single, mirrored):
         np.testing.assert_allclose(
             np.array(h["data_loss"]) + np.array(h["penalty"]), h["loss"], rtol=1e-6
@@ -427,8 +430,10 @@ def test_jax_data_parallel_on_two_cpu_devices_matches_single_device(fresh_python
             kl.regularize(model, l1_weight=0.1, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005,
                           proximal_weight=True)
             model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+            schedule = kl.PenaltySchedule(l1_weight=keras.optimizers.schedules.PiecewiseConstantDecay(
+                [6], [0.1, 0.2]))  # the proximal λ1 changes within the third epoch
             history = model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0,
-                                validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger()])
+                                validation_data=(x[:16], y[:16]), callbacks=[kl.PenaltyLogger(), schedule])
             return history.history, [w.tolist() for w in model.get_weights()]
 
         single = run(None)
@@ -440,8 +445,9 @@ def test_jax_data_parallel_on_two_cpu_devices_matches_single_device(fresh_python
 
     result = json.loads(out.strip().splitlines()[-1])
     (single, w1), (parallel, w2) = result["single"], result["parallel"]
-    for key in ("loss", "data_loss", "penalty", "val_data_loss", "sparsity_weight", *TERMS):
+    for key in ("loss", "data_loss", "penalty", "val_data_loss", "sparsity_weight", "lambda_l1_weight", *TERMS):
         np.testing.assert_allclose(parallel[key], single[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    assert parallel["lambda_l1_weight"][-1] == pytest.approx(0.2)
     for a, b in zip(w1, w2):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert sum((np.array(w) == 0).sum() for w in w1[::2]) > 0  # the proximal step made zeros
