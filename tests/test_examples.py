@@ -131,3 +131,15 @@ def test_breast_cancer_feature_selection_fast_mode(fresh_python):
     weights = np.array(rows[1]["weights"])
     assert (weights == 0).sum() == 30 - kept[1]
     assert "| 0.1 |" in out
+
+
+@pytest.mark.slow
+def test_gradual_sparsity_reaches_its_target(tmp_path, fresh_python):
+    result, out = run_example(fresh_python, "gradual_sparsity",
+                              ["--target", "0.3", "--start", "1e-3", "--growth", "2", "--epochs", "8",
+                               "--out", str(tmp_path)])
+    assert result["sparsity"] >= 0.3 and "reached 0.3" in out
+    lambdas = result["lambdas"]
+    np.testing.assert_allclose(lambdas, [1e-3 * 2 ** e for e in range(len(lambdas))], rtol=1e-6)  # λ1w per epoch
+    assert result["path"] == sorted(result["path"])  # exact zeros only grow as λ1 rises
+    assert (tmp_path / "gradual_sparsity.png").stat().st_size > 0
