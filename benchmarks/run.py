@@ -40,7 +40,7 @@ from device_check import EpochClock, devices  # noqa: E402
 BACKEND = keras.backend.backend()  # from KERAS_BACKEND, as Keras reads it
 
 LAMBDAS = dict(l1=1e-5, l2=1e-4)
-SECTIONS = ("step", "logger", "repeated", "proximal", "scaling", "throughput", "backend")
+SECTIONS = ("step", "logger", "repeated", "proximal", "schedule", "scaling", "throughput", "backend")
 
 
 @dataclass
@@ -201,6 +201,19 @@ def proximal_case(label, make, batch, steps, epochs, rounds):
     ])
     run_case(contenders, batch, steps, epochs, rounds)
     return ratios(label, contenders, lambda name: 1.03 if "Proximal" in name else None)
+
+
+def schedule_case(label, make, batch, steps, epochs, rounds):
+    """Constant λs against the four λs on per-step schedules (a new value, so an assignment, every step)."""
+    def scheduled():
+        decay = {term: keras.optimizers.schedules.PolynomialDecay(LAMBDAS[term[:2]], 1000, LAMBDAS[term[:2]] / 2)
+                 for term in ("l1_weight", "l1_bias", "l2_weight", "l2_bias")}
+        return [kl.PenaltySchedule(**decay)]
+
+    contenders = with_aa([Contender("constant λs", make("plus")),
+                          Contender("PenaltySchedule: 4 per-step schedules", make("plus"), scheduled)])
+    run_case(contenders, batch, steps, epochs, rounds)
+    return ratios(label, contenders, lambda name: 1.02 if "PenaltySchedule" in name else None, "cpu")
 
 
 def repeated_fits_case(label, make, batch, steps, fits, rounds):
@@ -388,6 +401,12 @@ def main(argv=None):
                                   lambda kind, o=optimizer, w=widths: mlp(w, kind, optimizer=o),
                                   128, steps if small or q else 20, epochs, rounds)
     sections.append(("Proximal L1 step (ProximalOptimizer): per-step cost against the subgradient L1", rows))
+
+    rows = []
+    if "schedule" in only:
+        rows += schedule_case(f"MLP {'-'.join(map(str, mlp_widths))}, {BACKEND}", lambda kind: mlp(mlp_widths, kind),
+                              128, steps, epochs, rounds)
+    sections.append(("λ schedules (PenaltySchedule) against constant λs", rows))
 
     rows = []
     scale_targets = [100_000] if q else [100_000, 1_000_000, 10_000_000, 50_000_000]

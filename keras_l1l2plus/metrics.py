@@ -73,7 +73,7 @@ class PenaltyMetric(_keras.MetricContainer):
         self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
         lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
         # In a closure: as attributes, Keras would track them as this metric's own state.
-        self._lambda_values = lambda: [ops.cast(v, "float32") for v in lambdas.values()]
+        self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
         self.lambda_ids = tuple(id(v) for v in lambdas.values())
         self.latest_keys = (*(f"sparsity_{role}" for role in sparsity_roles),
                             *(f"lambda_{term}" for term in lambdas))

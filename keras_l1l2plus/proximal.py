@@ -68,7 +68,7 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
-from keras_l1l2plus.regularizer import factor_is_zero
+from keras_l1l2plus.regularizer import LambdaEntry, factor_is_zero
 from keras_l1l2plus.terms import as_l1l2plus
 
 __all__ = ["ProximalOptimizer", "proximal_l1", "proximal_roles", "soft_threshold", "step_size", "takes_proximal_step",
@@ -240,7 +240,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         return _keras.optimizer_own_variables(self) + self.inner_optimizer.variables + list(self._lambdas.values())
 
     def track_lambda(self, variable: Any) -> Any:
-        """The variable the update reads for the λ variable `variable`; whoever assigns one assigns both.
+        """The variable the update reads for the λ vector `variable`; whoever assigns one assigns both.
 
         `PenaltySchedule` calls it for a scheduled proximal λ1. On JAX the
         update (`stateless_apply`) sees this optimizer's variables and the
@@ -304,7 +304,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         for variable, l1 in targets:
             eta = step_size(inner, variable, learning_rate, step, self.threshold)
             updated = variable.value
-            l1 = self._lambdas.get(id(l1), l1)  # a scheduled λ1: the copy this update can read (JAX)
+            if isinstance(l1, LambdaEntry):  # a scheduled λ1: on JAX, from the copy this update can read
+                l1 = self._lambdas.get(id(l1.variable), l1.variable)[l1.index]
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
                 change = -shrinkage

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["L1L2Plus"]
+__all__ = ["L1L2Plus", "LambdaEntry"]
 
 _CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
 
@@ -91,9 +91,27 @@ def _as_float(value: Any, name: str) -> float:
     )
 
 
+class LambdaEntry:
+    """Entry `index` of the vector variable that holds a model's scheduled λs (see `PenaltySchedule`).
+
+    One vector per model, so a schedule assigns all its λs with one write
+    per step; a regularizer reads its entry in the step.
+    """
+
+    def __init__(self, variable: Any, index: int):
+        self.variable = variable
+        self.index = index
+
+    def read(self) -> Any:
+        return self.variable[self.index]
+
+    def __repr__(self) -> str:
+        return f"LambdaEntry({self.variable.name}[{self.index}] = {factor_value(self):g})"
+
+
 def is_factor_variable(value: Any) -> bool:
-    """Whether a λ is a `keras.Variable` (one `PenaltySchedule` changes between steps)."""
-    return isinstance(value, keras.Variable)
+    """Whether a λ is read from a variable at each step (a `LambdaEntry` or a scalar `keras.Variable`)."""
+    return isinstance(value, (LambdaEntry, keras.Variable))
 
 
 def factor_is_zero(value: Any) -> bool:
@@ -101,9 +119,14 @@ def factor_is_zero(value: Any) -> bool:
     return not is_factor_variable(value) and value == 0
 
 
+def factor_tensor(value: Any) -> Any:
+    """A λ as the step reads it: the float, or the variable's current value."""
+    return value.read() if isinstance(value, LambdaEntry) else value
+
+
 def factor_value(value: Any) -> float:
     """A λ's value now, as a Python float."""
-    return float(ops.convert_to_numpy(value)) if is_factor_variable(value) else value
+    return float(ops.convert_to_numpy(factor_tensor(value))) if is_factor_variable(value) else value
 
 
 def validate_penalty(value: Any, name: str) -> Any:
@@ -113,6 +136,8 @@ def validate_penalty(value: Any, name: str) -> Any:
     changes the penalty from the next step on, without tracing the step again
     (this is how `PenaltySchedule` schedules λ).
     """
+    if isinstance(value, LambdaEntry):
+        return value
     if is_factor_variable(value):
         if tuple(value.shape) != () or not keras.backend.is_float_dtype(value.dtype) or value.trainable:
             raise ValueError(
@@ -250,10 +275,10 @@ class L1L2Plus(keras.regularizers.Regularizer):
         if factor_is_zero(self.l1):
             l1_term = zero
         elif self.proximal:  # the proximal step, not the gradient, applies L1
-            l1_term = ops.cast(self.l1, acc) * ops.stop_gradient(ops.sum(ops.absolute(ops.cast(x, acc))))
+            l1_term = ops.cast(factor_tensor(self.l1), acc) * ops.stop_gradient(ops.sum(ops.absolute(ops.cast(x, acc))))
         else:
-            l1_term = ops.cast(self.l1, acc) * l1_norm(x, self.zero_grad)
-        l2_term = zero if factor_is_zero(self.l2) else ops.cast(self.l2, acc) * squared_l2_norm(x)
+            l1_term = ops.cast(factor_tensor(self.l1), acc) * l1_norm(x, self.zero_grad)
+        l2_term = zero if factor_is_zero(self.l2) else ops.cast(factor_tensor(self.l2), acc) * squared_l2_norm(x)
         return l1_term, l2_term
 
     def __call__(self, x: Any) -> Any:

@@ -11,14 +11,17 @@ of the epoch e. Uses: a warm-up of regularization (a strong penalty from
 step 0 slows early training), annealing, and gradual sparsity (raise the
 proximal λ1 until a target fraction of the weights is exactly 0).
 
-How: each scheduled λ is one scalar non-trainable `keras.Variable` per model
-(`lambda_l1_weight`, ...). The `L1L2Plus` regularizers of that role read it
-in the step (`L1L2Plus(l1=<variable>)`), so a new value reaches the next
-step with no new trace, under `jit_compile`, `steps_per_execution` and
+How: the scheduled λs of a model are the entries of one non-trainable
+float32 `keras.Variable` of 4 (`lambdas`, in the order l1_weight, l1_bias,
+l2_weight, l2_bias). The `L1L2Plus` regularizers of a role read their entry
+in the step (`L1L2Plus.l1` is a `LambdaEntry`), so a new value reaches the
+next step with no new trace, under `jit_compile`, `steps_per_execution` and
 `tf.distribute`. On JAX the variable is part of the state the trainer threads
 through the jitted step (and of a `ProximalOptimizer`'s, for the proximal
 step's threshold). The callback assigns the schedule's value before each
-step (per-step schedules) or each epoch (callables of the epoch), in Python.
+step (per-step schedules, tabulated once per epoch: Keras's schedules are
+elementwise in the step) or each epoch (callables of the epoch), in Python,
+with one write of the vector when a value changed.
 
 What is saved: the λ of the moment. `L1L2Plus.get_config()` holds plain
 floats, the values the variables have when the model is saved; the schedule
@@ -33,11 +36,12 @@ import contextlib
 from typing import Any, Callable, Union
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import uses_proximal_step
-from keras_l1l2plus.regularizer import L1L2Plus, factor_value, validate_penalty
+from keras_l1l2plus.regularizer import L1L2Plus, LambdaEntry, factor_value, validate_penalty
 from keras_l1l2plus.roles import owned_trainable_variables, regularizer_attributes, walk_layers
 from keras_l1l2plus.steps import retrace
 from keras_l1l2plus.terms import TERM_NAMES
@@ -49,9 +53,10 @@ Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule, Callabl
 _ATTRIBUTE = "_keras_l1l2plus_lambdas"
 
 
-def lambda_variables(model: Any) -> dict[str, Any]:
-    """`{term: λ variable}` of the λs a `PenaltySchedule` has scheduled on `model` (empty if none)."""
-    return dict(vars(model).get(_ATTRIBUTE, {}))
+def lambda_variables(model: Any) -> dict[str, LambdaEntry]:
+    """`{term: its entry in the λ vector}` of the λs a `PenaltySchedule` has scheduled on `model`."""
+    state = vars(model).get(_ATTRIBUTE)
+    return dict(state["entries"]) if state else {}
 
 
 def _role_regularizers(model: Any, role: str) -> list[L1L2Plus]:
@@ -69,49 +74,71 @@ def _role_regularizers(model: Any, role: str) -> list[L1L2Plus]:
     return list(found.values())
 
 
-def _schedule_on(model: Any, terms: tuple[str, ...]) -> dict[str, list]:
-    """Makes the `L1L2Plus` of `terms` read one λ variable each; traces the steps again if that changed.
+def _schedule_on(model: Any, terms: tuple[str, ...]) -> list:
+    """Makes the `L1L2Plus` of `terms` read their λ from the model's λ vector; traces again if that changed.
 
-    Returns `{term: [the λ variable, and the copies an optimizer reads]}`: the variables to assign.
+    The vector (one float32 entry per term of `TERM_NAMES`) is created once
+    per model and made part of the state the train step reads (JAX threads
+    it). Returns the variables to assign: the vector, and the copy a
+    `ProximalOptimizer` reads on JAX.
     """
     state = vars(model).get(_ATTRIBUTE)
-    if state is None:
-        state = {}
-        object.__setattr__(model, _ATTRIBUTE, state)
-    changed = False
-    targets = {}
+    regularizers = {}
     for term in terms:
-        kind, role = term.split("_")
-        regularizers = _role_regularizers(model, role)
-        if not regularizers:
+        regularizers[term] = _role_regularizers(model, term.split("_")[1])
+        if not regularizers[term]:
             raise ValueError(
-                f"PenaltySchedule({term}=...): no {role} of model {model.name!r} has an L1L2Plus "
+                f"PenaltySchedule({term}=...): no {term.split('_')[1]} of model {model.name!r} has an L1L2Plus "
                 f"regularizer to schedule. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
             )
-        variable = state.get(term)
-        if variable is None:
-            strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
-            with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                variable = keras.Variable(factor_value(getattr(regularizers[0], kind)), dtype="float32",
-                                          trainable=False, name=f"lambda_{term}")
-            state[term] = variable
-        _keras.thread_state_variable(model, variable)
-        targets[term] = [variable]
-        for regularizer in regularizers:
-            if getattr(regularizer, kind) is not variable:
-                setattr(regularizer, kind, variable)
+    if state is None:
+        strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
+        state = {"vector": vector, "entries": {}}
+        object.__setattr__(model, _ATTRIBUTE, state)
+    vector = state["vector"]
+    _keras.thread_state_variable(model, vector)
+    targets = [vector]
+    changed = False
+    for term in terms:
+        kind = term.split("_")[0]
+        entry = state["entries"].get(term)
+        if entry is None:
+            entry = state["entries"][term] = LambdaEntry(vector, TERM_NAMES.index(term))
+            start = ops.convert_to_numpy(vector).copy()
+            start[entry.index] = factor_value(getattr(regularizers[term][0], kind))
+            vector.assign(start)
+        for regularizer in regularizers[term]:
+            if getattr(regularizer, kind) is not entry:
+                setattr(regularizer, kind, entry)
                 changed = True
         optimizer = getattr(model, "optimizer", None)
-        if kind == "l1" and uses_proximal_step(optimizer) and any(r.proximal for r in regularizers):
+        if kind == "l1" and uses_proximal_step(optimizer) and any(r.proximal for r in regularizers[term]):
             while not hasattr(optimizer, "track_lambda"):  # under a LossScaleOptimizer
                 optimizer = optimizer.inner_optimizer
-            copy = optimizer.track_lambda(variable)  # the proximal step's threshold reads it
-            if copy is not variable:
-                targets[term].append(copy)
+            copy = optimizer.track_lambda(vector)  # the proximal step's threshold reads it
+            if all(copy is not t for t in targets):
+                targets.append(copy)
     if changed:
         retrace(model)
     return targets
+
+
+def _tabulate(schedule: Any, first_step: int, steps: int | None):
+    """The schedule's values at steps first_step … first_step + steps − 1, in one call; None if it cannot.
+
+    Keras's schedules are elementwise in the step, so one call on the
+    epoch's steps replaces a call (a few backend ops) before every step.
+    """
+    if not steps:
+        return None
+    try:
+        values = ops.convert_to_numpy(schedule(np.arange(first_step, first_step + steps, dtype="int64")))
+    except Exception:  # a schedule of a scalar step only: evaluated step by step
+        return None
+    return values.astype("float64").tolist() if values.shape == (steps,) else None
 
 
 def _validate_schedule(schedule: Any, term: str) -> Schedule:
@@ -175,9 +202,11 @@ class PenaltySchedule(keras.callbacks.Callback):
         self._per_step = {t: s for t, s in self.schedules.items()
                           if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)}
         self._per_epoch = {t: s for t, s in self.schedules.items() if t not in self._per_step}
-        self._variables: dict[str, list] = {}
+        self._variables: list = []  # the λ vector, and its copy in a ProximalOptimizer (JAX)
+        self._vector = None  # its value, as last assigned
         self._values: dict[str, float] = {}
         self._first_step = 0
+        self._table: dict[str, list | None] = {}
 
     def set_model(self, model):
         # Before any callback's on_train_begin: a PenaltyLogger attaching there
@@ -185,6 +214,7 @@ class PenaltySchedule(keras.callbacks.Callback):
         super().set_model(model)
         self._variables = _schedule_on(model, tuple(self.schedules))
         self._values = {}
+        self._vector = None
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model  # on JAX this syncs the trainer's state, which it reads again before the step
@@ -193,11 +223,17 @@ class PenaltySchedule(keras.callbacks.Callback):
         for term, schedule in self._per_epoch.items():
             values[term] = schedule if isinstance(schedule, float) else schedule(epoch)
         self._assign(values, f"epoch {epoch}")
+        self._table = {term: _tabulate(s, self._first_step, (self.params or {}).get("steps"))
+                       for term, s in self._per_step.items()}
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._per_step:
             step = self._first_step + batch
-            self._assign({term: s(step) for term, s in self._per_step.items()}, f"step {step}")
+            values = {}
+            for term, schedule in self._per_step.items():
+                table = self._table.get(term)
+                values[term] = table[batch] if table is not None and batch < len(table) else schedule(step)
+            self._assign(values, f"step {step}")
 
     def _assign(self, values: dict[str, Any], when: str) -> None:
         changed = {}
@@ -210,7 +246,10 @@ class PenaltySchedule(keras.callbacks.Callback):
                 changed[term] = value
         if changed:
             self.model  # noqa: B018 - on JAX: syncs the trainer's state, so the next step reads what is assigned
+            if self._vector is None:
+                self._vector = ops.convert_to_numpy(self._variables[0]).astype("float32")
             for term, value in changed.items():
-                for variable in self._variables[term]:
-                    variable.assign(value)
+                self._vector[TERM_NAMES.index(term)] = value
+            for variable in self._variables:  # one write of all the λs
+                variable.assign(self._vector)
             self._values.update(changed)

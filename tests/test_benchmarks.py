@@ -21,7 +21,7 @@ def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
     )
     text = out_file.read_text()
     for heading in ("Train step: no regularization, Keras L1L2, L1L2Plus",
-                    "PenaltyLogger overhead", "Repeated fits", "Proximal L1 step", "Scaling with model size",
+                    "PenaltyLogger overhead", "Repeated fits", "Proximal L1 step", "λ schedules", "Scaling with model size",
                     "penalty_terms throughput"):
         assert heading in text, heading
     import keras
@@ -29,7 +29,7 @@ def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
     assert "Machine: " in text and f"on {keras.backend.backend()} " in text and "Keras" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     for contender in ("| keras |", "| plus |", "| plus / keras |", "PenaltyLogger('batch')", "proximal L1 (SGD)",
-                      "| PenaltyLogger() |", "ProximalOptimizer",
+                      "| PenaltyLogger() |", "ProximalOptimizer", "PenaltySchedule: 4 per-step",
                       "NumPy abs().sum() + square().sum()"):
         assert any(contender in row for row in rows), contender
     assert any("again (A/A)" in row for row in rows)
