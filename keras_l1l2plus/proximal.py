@@ -234,6 +234,10 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         self.inner_optimizer.build(var_list)
         super().build(var_list)
+        for variable in var_list:  # λ1s a PenaltySchedule set before this optimizer existed
+            l1 = proximal_l1(variable)
+            if isinstance(l1, LambdaEntry):
+                self.track_lambda(l1.variable)
 
     @property
     def variables(self):

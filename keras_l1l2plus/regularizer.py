@@ -98,20 +98,21 @@ class LambdaEntry:
     per step; a regularizer reads its entry in the step.
     """
 
-    def __init__(self, variable: Any, index: int):
+    def __init__(self, variable: Any, index: int, value: float):
         self.variable = variable
         self.index = index
+        self.value = value  # the Python float last written: what get_config saves
 
     def read(self) -> Any:
         return self.variable[self.index]
 
     def __repr__(self) -> str:
-        return f"LambdaEntry({self.variable.name}[{self.index}] = {factor_value(self):g})"
+        return f"LambdaEntry({self.variable.name}[{self.index}] = {self.value:g})"
 
 
 def is_factor_variable(value: Any) -> bool:
-    """Whether a λ is read from a variable at each step (a `LambdaEntry` or a scalar `keras.Variable`)."""
-    return isinstance(value, (LambdaEntry, keras.Variable))
+    """Whether a λ is read from the model's λ vector at each step (a `LambdaEntry`)."""
+    return isinstance(value, LambdaEntry)
 
 
 def factor_is_zero(value: Any) -> bool:
@@ -126,25 +127,19 @@ def factor_tensor(value: Any) -> Any:
 
 def factor_value(value: Any) -> float:
     """A λ's value now, as a Python float."""
-    return float(ops.convert_to_numpy(factor_tensor(value))) if is_factor_variable(value) else value
+    return value.value if is_factor_variable(value) else value
 
 
 def validate_penalty(value: Any, name: str) -> Any:
-    """A regularization factor λ: a finite, non-negative float, or a scalar float `keras.Variable`.
-
-    A variable is read in the step that uses it, so changing its value
-    changes the penalty from the next step on, without tracing the step again
-    (this is how `PenaltySchedule` schedules λ).
-    """
+    """A regularization factor λ: a finite, non-negative float (or the `LambdaEntry` of a schedule)."""
     if isinstance(value, LambdaEntry):
         return value
-    if is_factor_variable(value):
-        if tuple(value.shape) != () or not keras.backend.is_float_dtype(value.dtype) or value.trainable:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: a variable λ must be a scalar, float, "
-                f"non-trainable keras.Variable. Received: {name}={value!r}"
-            )
-        return value
+    if callable(value) or isinstance(value, keras.Variable):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a float; to make a λ follow a schedule, "
+            f"pass the schedule to the callback keras_l1l2plus.PenaltySchedule({name}=...). "
+            f"Received: {name}={value!r}"
+        )
     value = _as_float(value, name)
     if not math.isfinite(value) or value < 0:
         raise ValueError(
@@ -250,9 +245,9 @@ class L1L2Plus(keras.regularizers.Regularizer):
     ... )
 
     Args:
-        l1: L1 factor λ1, a finite float ≥ 0 (`None` means 0), or a scalar
-            float `keras.Variable` (non-trainable) read at every step: how
-            `PenaltySchedule` changes λ without tracing the step again.
+        l1: L1 factor λ1, a finite float ≥ 0. `None` means 0. (A
+            `PenaltySchedule` replaces it by an entry of the model's λ
+            vector, read at every step.)
         l2: L2 factor λ2, the same.
         zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
             Unused with `proximal=True`, where the L1 term has no gradient.
@@ -300,7 +295,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     @property
     def scheduled(self) -> bool:
-        """Whether a λ of this regularizer is a variable (set by `PenaltySchedule`)."""
+        """Whether a λ of this regularizer is read from the model's λ vector (set by `PenaltySchedule`)."""
         return is_factor_variable(self.l1) or is_factor_variable(self.l2)
 
     @classmethod
@@ -321,9 +316,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
         return self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
-        if self.scheduled:
-            return id(self)
-        return hash(tuple(sorted(self.get_config().items())))
+        # What never changes, so a regularizer keeps its hash when a schedule takes its λs.
+        return hash((type(self).__name__, self.zero_grad, self.proximal))
 
     def __repr__(self) -> str:
         config = self.get_config()

@@ -33,6 +33,7 @@ until it is fitted with a `PenaltySchedule` again.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable, Union
 
 import keras
@@ -42,7 +43,8 @@ from keras import ops
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import uses_proximal_step
 from keras_l1l2plus.regularizer import L1L2Plus, LambdaEntry, factor_value, validate_penalty
-from keras_l1l2plus.roles import owned_trainable_variables, regularizer_attributes, walk_layers
+from keras_l1l2plus.roles import regularizer_attributes, walk_layers
+from keras_l1l2plus.roles import role as variable_role
 from keras_l1l2plus.steps import retrace
 from keras_l1l2plus.terms import TERM_NAMES
 
@@ -54,49 +56,66 @@ _ATTRIBUTE = "_keras_l1l2plus_lambdas"
 
 
 def lambda_variables(model: Any) -> dict[str, LambdaEntry]:
-    """`{term: its entry in the λ vector}` of the λs a `PenaltySchedule` has scheduled on `model`."""
+    """`{term: its entry in the λ vector}` of the λs a `PenaltySchedule` set on `model` and some
+    regularizer of the model still reads (a later `regularize()` puts constant λs back)."""
     state = vars(model).get(_ATTRIBUTE)
-    return dict(state["entries"]) if state else {}
+    if not state:
+        return {}
+    return {term: entry for term, entry in state["entries"].items()
+            if any(getattr(r, term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))}
 
 
-def _role_regularizers(model: Any, role: str) -> list[L1L2Plus]:
-    """Every `L1L2Plus` of `role` on the model: on the variables and on the layers' attributes."""
+def _role_regularizers(model: Any, role: str, warn: bool = False) -> list[L1L2Plus]:
+    """Every `L1L2Plus` of `role` on the model: on its variables (frozen layers' too) and on the
+    layers' regularizer attributes, as `regularize` puts them."""
     found: dict[int, L1L2Plus] = {}
-    for owned in owned_trainable_variables(model):
-        if owned.role == role and isinstance(owned.variable.regularizer, L1L2Plus):
-            found[id(owned.variable.regularizer)] = owned.variable.regularizer
+    others = []
     for chain in walk_layers(model):
         layer = chain[-1]
+        for variable in _keras.own_trainable_variables(layer):
+            regularizer = getattr(variable, "regularizer", None)
+            if variable_role(layer, variable.name) != role or regularizer is None:
+                continue
+            if isinstance(regularizer, L1L2Plus):
+                found[id(regularizer)] = regularizer
+            else:
+                others.append(f"{variable.path}: {regularizer!r}")
         for attribute, attribute_role in regularizer_attributes(layer).items():
             regularizer = getattr(layer, attribute)
             if attribute_role == role and isinstance(regularizer, L1L2Plus):
                 found[id(regularizer)] = regularizer
+    if warn and others:
+        warnings.warn(
+            f"PenaltySchedule: these {role} regularizers are not L1L2Plus and keep their λs: {others}. "
+            "keras_l1l2plus.regularize(model, ...) replaces them.",
+            stacklevel=4,
+        )
     return list(found.values())
 
 
-def _schedule_on(model: Any, terms: tuple[str, ...]) -> list:
+def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     """Makes the `L1L2Plus` of `terms` read their λ from the model's λ vector; traces again if that changed.
 
     The vector (one float32 entry per term of `TERM_NAMES`) is created once
     per model and made part of the state the train step reads (JAX threads
-    it). Returns the variables to assign: the vector, and the copy a
-    `ProximalOptimizer` reads on JAX.
+    it). Returns the model's λ state and the variables to write: the vector,
+    and the copy a `ProximalOptimizer` reads on JAX.
     """
-    state = vars(model).get(_ATTRIBUTE)
     regularizers = {}
     for term in terms:
-        regularizers[term] = _role_regularizers(model, term.split("_")[1])
+        regularizers[term] = _role_regularizers(model, term.split("_")[1], warn=True)
         if not regularizers[term]:
             raise ValueError(
                 f"PenaltySchedule({term}=...): no {term.split('_')[1]} of model {model.name!r} has an L1L2Plus "
                 f"regularizer to schedule. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
             )
+    state = vars(model).get(_ATTRIBUTE)
     if state is None:
         strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
-        state = {"vector": vector, "entries": {}}
+        state = {"vector": vector, "entries": {}, "values": [0.0] * len(TERM_NAMES)}
         object.__setattr__(model, _ATTRIBUTE, state)
     vector = state["vector"]
     _keras.thread_state_variable(model, vector)
@@ -105,11 +124,12 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> list:
     for term in terms:
         kind = term.split("_")[0]
         entry = state["entries"].get(term)
-        if entry is None:
-            entry = state["entries"][term] = LambdaEntry(vector, TERM_NAMES.index(term))
-            start = ops.convert_to_numpy(vector).copy()
-            start[entry.index] = factor_value(getattr(regularizers[term][0], kind))
-            vector.assign(start)
+        if entry is None or all(getattr(r, kind) is not entry for r in regularizers[term]):
+            # First schedule of this term, or regularize() put constants back: start from the current λ.
+            start = factor_value(getattr(regularizers[term][0], kind))
+            entry = state["entries"][term] = LambdaEntry(vector, TERM_NAMES.index(term), start)
+            state["values"][entry.index] = start
+            vector.assign(np.array(state["values"], "float32"))
         for regularizer in regularizers[term]:
             if getattr(regularizer, kind) is not entry:
                 setattr(regularizer, kind, entry)
@@ -120,10 +140,11 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> list:
                 optimizer = optimizer.inner_optimizer
             copy = optimizer.track_lambda(vector)  # the proximal step's threshold reads it
             if all(copy is not t for t in targets):
+                copy.assign(np.array(state["values"], "float32"))
                 targets.append(copy)
     if changed:
         retrace(model)
-    return targets
+    return state, targets
 
 
 def _tabulate(schedule: Any, first_step: int, steps: int | None):
@@ -142,7 +163,8 @@ def _tabulate(schedule: Any, first_step: int, steps: int | None):
 
 
 def _validate_schedule(schedule: Any, term: str) -> Schedule:
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) or callable(schedule):
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) or (
+            callable(schedule) and not isinstance(schedule, keras.Variable)):
         return schedule
     return validate_penalty(schedule, term)
 
@@ -154,9 +176,13 @@ class PenaltySchedule(keras.callbacks.Callback):
 
     Each argument is None (that λ is left alone), a float (set, then
     constant), a `keras.optimizers.schedules.LearningRateSchedule` (a
-    function of the optimizer's iteration count, the step t, evaluated before
-    every step), or any other callable `f(epoch) -> λ` (evaluated at the
-    start of every epoch). A scheduled λ replaces the λ of that term on every
+    function of the optimizer's iteration count, the step t: its values for
+    the epoch's steps are computed at the epoch's start, in one call, and
+    written before each step; a schedule must depend on the step only), or
+    any other callable `f(epoch) -> λ` (evaluated at the start of every
+    epoch). The step t is the optimizer's `iterations` at the epoch's start
+    plus the batches since (divided by `gradient_accumulation_steps`); a
+    step a `LossScaleOptimizer` skips on overflow still counts here. A scheduled λ replaces the λ of that term on every
     `L1L2Plus` of that role (weights or biases, see `keras_l1l2plus.roles`),
     which must be on the model already (`regularize`); proximal regularizers
     stay proximal, and their step's threshold follows the scheduled λ1.
@@ -203,22 +229,27 @@ class PenaltySchedule(keras.callbacks.Callback):
                           if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)}
         self._per_epoch = {t: s for t, s in self.schedules.items() if t not in self._per_step}
         self._variables: list = []  # the λ vector, and its copy in a ProximalOptimizer (JAX)
-        self._vector = None  # its value, as last assigned
-        self._values: dict[str, float] = {}
-        self._first_step = 0
+        self._state: dict = {}
+        self._first_step = self._first_micro_step = 0
+        self._accumulation = 1
         self._table: dict[str, list | None] = {}
 
     def set_model(self, model):
         # Before any callback's on_train_begin: a PenaltyLogger attaching there
         # finds the λ variables, whatever the callbacks' order.
         super().set_model(model)
-        self._variables = _schedule_on(model, tuple(self.schedules))
-        self._values = {}
-        self._vector = None
+        self._state, self._variables = _schedule_on(model, tuple(self.schedules))
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model  # on JAX this syncs the trainer's state, which it reads again before the step
-        self._first_step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        counter = model.optimizer
+        while getattr(counter, "inner_optimizer", None) is not None:  # the optimizer that counts the steps
+            counter = counter.inner_optimizer
+        # Steps are the optimizer's `iterations`: real updates, as for a learning-rate schedule; with
+        # gradient accumulation a batch is a micro-step, and `iterations` = micro-steps // accumulation.
+        self._accumulation = counter.gradient_accumulation_steps or 1
+        self._first_micro_step = int(ops.convert_to_numpy(_keras.micro_steps(counter)))
+        self._first_step = self._first_micro_step // self._accumulation
         values = {}
         for term, schedule in self._per_epoch.items():
             values[term] = schedule if isinstance(schedule, float) else schedule(epoch)
@@ -228,11 +259,12 @@ class PenaltySchedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._per_step:
-            step = self._first_step + batch
+            step = (self._first_micro_step + batch) // self._accumulation
+            index = step - self._first_step
             values = {}
             for term, schedule in self._per_step.items():
                 table = self._table.get(term)
-                values[term] = table[batch] if table is not None and batch < len(table) else schedule(step)
+                values[term] = table[index] if table is not None and index < len(table) else schedule(step)
             self._assign(values, f"step {step}")
 
     def _assign(self, values: dict[str, Any], when: str) -> None:
@@ -242,14 +274,13 @@ class PenaltySchedule(keras.callbacks.Callback):
                 value = validate_penalty(value, term)
             except ValueError as error:
                 raise ValueError(f"PenaltySchedule({term}=...) gave an invalid λ at {when}: {error}") from None
-            if self._values.get(term) != value:
+            if self._state["entries"][term].value != value:
                 changed[term] = value
         if changed:
             self.model  # noqa: B018 - on JAX: syncs the trainer's state, so the next step reads what is assigned
-            if self._vector is None:
-                self._vector = ops.convert_to_numpy(self._variables[0]).astype("float32")
             for term, value in changed.items():
-                self._vector[TERM_NAMES.index(term)] = value
+                entry = self._state["entries"][term]
+                entry.value = self._state["values"][entry.index] = value
+            vector = np.array(self._state["values"], "float32")
             for variable in self._variables:  # one write of all the λs
-                variable.assign(self._vector)
-            self._values.update(changed)
+                variable.assign(vector)

@@ -164,3 +164,71 @@ def test_bad_values_from_a_schedule_and_missing_regularizers():
         model.fit(*ZEROS, epochs=2, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=lambda e: 0.1 - e)])
     with pytest.raises(ValueError, match="no bias of model"):
         model.fit(*ZEROS, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_bias=0.1)])
+
+
+def test_with_gradient_accumulation_a_step_is_a_real_update():
+    model = decay_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss="mse")
+    model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0, shuffle=False,
+              callbacks=[kl.PenaltySchedule(l2_weight=SCHEDULE)])
+    # 8 batches are 4 updates, at steps 0-3, each with the mean of its two micro-steps' gradients: λ(0…3).
+    expected = np.prod([1 - 2 * 0.1 * lam(t) for t in range(4)])
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), expected, rtol=1e-5)
+
+
+def test_a_schedule_given_to_regularize_points_to_the_callback():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(1)])
+    with pytest.raises(ValueError, match=r"PenaltySchedule\(l2_weight=\.\.\.\)"):
+        kl.regularize(model, l2_weight=SCHEDULE)
+
+
+def test_a_new_proximal_optimizer_after_a_scheduled_fit_reads_the_scheduled_lambda():
+    model = decay_model(proximal=True)
+    model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l1_weight=0.25)])
+    after_first = model.layers[0].kernel.numpy()
+    np.testing.assert_allclose(after_first, 1 - 0.1 * 0.25, rtol=1e-6)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.2)), loss="mse")  # fine-tuning
+    model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0)  # no schedule now: λ1 stays 0.25
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), after_first - 0.2 * 0.25, rtol=1e-6)
+
+
+def test_regularize_after_a_schedule_puts_constant_lambdas_back():
+    model = decay_model()
+    model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=0.2)])
+    kl.regularize(model, l2_weight=0.05)
+    history = model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+    assert "lambda_l2_weight" not in history and not model.layers[0].kernel_regularizer.scheduled
+    history = model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0,
+                        callbacks=[kl.PenaltyLogger(), kl.PenaltySchedule(l2_weight=0.3)]).history
+    assert history["lambda_l2_weight"] == pytest.approx([0.3])
+
+
+def test_frozen_layers_are_scheduled_on_the_variable_and_the_saved_attribute():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, name="frozen"), L.Dense(1)])
+    kl.regularize(model, l2_weight=1e-3)
+    model.layers[0].trainable = False
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=0.5)])
+    frozen = model.layers[0]
+    assert frozen.kernel.regularizer.get_config()["l2"] == 0.5 == frozen.kernel_regularizer.get_config()["l2"]
+
+
+def test_the_saved_lambda_is_the_value_given_and_the_hash_is_stable():
+    model = decay_model()
+    regularizer = model.layers[0].kernel_regularizer
+    seen = {regularizer}
+    model.fit(*ZEROS, batch_size=8, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=0.2)])
+    assert regularizer.get_config()["l2"] == 0.2  # the Python float, not float32's 0.20000000298…
+    assert regularizer in seen
+
+
+@pytest.mark.parametrize("where", ["L1L2Plus", "regularize", "PenaltySchedule"])
+def test_a_bare_variable_is_not_a_lambda(where):
+    variable = keras.Variable(0.1, trainable=False)
+    with pytest.raises(ValueError, match="PenaltySchedule"):
+        if where == "L1L2Plus":
+            kl.L1L2Plus(l2=variable)
+        elif where == "regularize":
+            kl.regularize(keras.Sequential([keras.Input((3,)), L.Dense(1)]), l2_weight=variable)
+        else:
+            kl.PenaltySchedule(l2_weight=variable)
