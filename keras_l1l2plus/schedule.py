@@ -24,7 +24,8 @@ elementwise in the step) or each epoch (callables of the epoch), in Python,
 with one write of the vector when a value changed.
 
 What is saved: the λ of the moment. `L1L2Plus.get_config()` holds plain
-floats, the values the variables have when the model is saved; the schedule
+floats, the values last written (as given: 0.2, not float32's 0.2000000030);
+the schedule
 belongs to the callback, as a learning-rate schedule given to Keras's
 `LearningRateScheduler` does. A reloaded model trains with those constant λs
 until it is fitted with a `PenaltySchedule` again.
