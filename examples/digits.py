@@ -114,7 +114,8 @@ def plot(history, args, path):
     if "sparsity_weight" in history:
         axes[3].set_ylim(-0.02, 1.02)
     else:
-        axes[3].text(0.5, 0.5, "subgradient L1 brings no kernel weight to exactly 0:\nsparsity_* is logged with --proximal",
+        axes[3].text(0.5, 0.5,
+                     "subgradient L1 brings no kernel weight to exactly 0:\nsparsity_* is logged with --proximal",
                      ha="center", va="center", transform=axes[3].transAxes)
         axes[3].set(yticks=[], xticks=[])
     fig.suptitle(

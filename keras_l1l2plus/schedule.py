@@ -176,17 +176,18 @@ class PenaltySchedule(keras.callbacks.Callback):
         Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
 
     Each argument is None (that λ is left alone), a float (set, then
-    constant), a `keras.optimizers.schedules.LearningRateSchedule` (a
-    function of the optimizer's iteration count, the step t: its values for
-    the epoch's steps are computed at the epoch's start, in one call, and
-    written before each step; a schedule must depend on the step only), or
-    any other callable `f(epoch) -> λ` (evaluated at the start of every
-    epoch). The step t is the optimizer's `iterations` at the epoch's start
-    plus the batches since (divided by `gradient_accumulation_steps`); a
-    step a `LossScaleOptimizer` skips on overflow still counts here. A scheduled λ replaces the λ of that term on every
-    `L1L2Plus` of that role (weights or biases, see `keras_l1l2plus.roles`),
-    which must be on the model already (`regularize`); proximal regularizers
-    stay proximal, and their step's threshold follows the scheduled λ1.
+    constant), a `keras.optimizers.schedules.LearningRateSchedule` (a function
+    of the optimizer's iteration count, the step t: its values for the epoch's
+    steps are computed at the epoch's start, in one call, and written before
+    each step; a schedule must depend on the step only), or any other callable
+    `f(epoch) -> λ` (evaluated at the start of every epoch). The step t is the
+    optimizer's `iterations` at the epoch's start plus the batches since
+    (divided by `gradient_accumulation_steps`); a step a `LossScaleOptimizer`
+    skips on overflow still counts here. A scheduled λ replaces the λ of that
+    term on every `L1L2Plus` of that role (weights or biases, see
+    `keras_l1l2plus.roles`), which must be on the model already
+    (`regularize`); proximal regularizers stay proximal, and their step's
+    threshold follows the scheduled λ1.
 
     A new λ is read by the next step without tracing it again (the λ is a
     variable the step reads; see `keras_l1l2plus.schedule`). With

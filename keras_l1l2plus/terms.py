@@ -150,7 +150,9 @@ def sparsity(
     sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in sizes or split is None or factor_is_zero(split.l1) or (proximal_only and not split.proximal):
+        if owned.role not in sizes or split is None or factor_is_zero(split.l1):
+            continue
+        if proximal_only and not split.proximal:
             continue
         zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
         sizes[owned.role] += int(np.prod(owned.variable.shape))

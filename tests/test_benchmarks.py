@@ -21,7 +21,8 @@ def test_quick_benchmark_writes_every_table(tmp_path, fresh_python):
     )
     text = out_file.read_text()
     for heading in ("Train step: no regularization, Keras L1L2, L1L2Plus",
-                    "PenaltyLogger overhead", "Repeated fits", "Proximal L1 step", "λ schedules", "Scaling with model size",
+                    "PenaltyLogger overhead", "Repeated fits", "Proximal L1 step", "λ schedules",
+                    "Scaling with model size",
                     "penalty_terms throughput"):
         assert heading in text, heading
     import keras
