@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import keras
 from keras import ops
@@ -75,8 +75,7 @@ class PenaltyMetric(_keras.MetricContainer):
         # In a closure: as attributes, Keras would track them as this metric's own state.
         self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
         self.lambda_ids = tuple(id(v) for v in lambdas.values())
-        self.latest_keys = (*(f"sparsity_{role}" for role in sparsity_roles),
-                            *(f"lambda_{term}" for term in lambdas))
+        self.latest_keys = latest_keys(sparsity_roles, lambdas)
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
         self.metrics = [_keras.lower_is_better(key) for key in self.mean_keys]
@@ -180,8 +179,7 @@ class Attachment:
         keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
         roles = sparsity_roles(model)
         lambdas = lambda_variables(model)
-        latest = (*(f"sparsity_{r}" for r in roles), *(f"lambda_{t}" for t in lambdas))
-        if (self.metric is None or self.metric.keys != (*keys, "data_loss", *latest)
+        if (self.metric is None or self.metric.keys != (*keys, "data_loss", *latest_keys(roles, lambdas))
                 or self.metric.lambda_ids != tuple(id(v) for v in lambdas.values())):
             strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
             with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -228,7 +226,7 @@ class Attachment:
     def rebuild(self) -> None:
         """New plain and logged steps (the penalties changed), traced at their next call."""
         model = self.model
-        if tuple(f"sparsity_{r}" for r in sparsity_roles(model)) != tuple(
+        if latest_keys(sparsity_roles(model), ()) != tuple(
                 k for k in self.metric.latest_keys if k.startswith("sparsity_")):
             warnings.warn(
                 "PenaltyLogger: which roles take the proximal step changed during fit; the "
@@ -323,6 +321,11 @@ class Attachment:
             getattr(self.model, f"{kind}_function", None) is not switch for kind, switch in self.switches.items()
         ):
             self.detach()
+
+
+def latest_keys(roles: Iterable[str], terms: Iterable[str]) -> tuple[str, ...]:
+    """The keys `PenaltyMetric` logs at the latest step's value: `sparsity_<role>`, then `lambda_<term>`."""
+    return (*(f"sparsity_{role}" for role in roles), *(f"lambda_{term}" for term in terms))
 
 
 def sparsity_roles(model: Any) -> tuple[str, ...]:

@@ -67,12 +67,20 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 from keras_l1l2plus.regularizer import LambdaEntry, factor_is_zero
+from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 from keras_l1l2plus.terms import as_l1l2plus
 
-__all__ = ["ProximalOptimizer", "proximal_l1", "proximal_roles", "soft_threshold", "step_size", "takes_proximal_step",
-           "uses_proximal_step"]
+__all__ = [
+    "ProximalOptimizer",
+    "find_proximal_optimizer",
+    "proximal_l1",
+    "proximal_roles",
+    "soft_threshold",
+    "step_size",
+    "takes_proximal_step",
+    "uses_proximal_step",
+]
 
 THRESHOLDS = ("adaptive", "decoupled")
 
@@ -93,7 +101,7 @@ def _shrinkage(w: Any, threshold: Any) -> Any:
 
 
 def proximal_l1(variable: Any) -> Any:
-    """λ1 of `variable`'s proximal `L1L2Plus` regularizer (a float or a λ variable); 0.0 when it has none."""
+    """λ1 of `variable`'s proximal `L1L2Plus` regularizer (a float or a `LambdaEntry`); 0.0 when it has none."""
     regularizer = as_l1l2plus(getattr(variable, "regularizer", None))
     if regularizer is None or not regularizer.proximal:
         return 0.0
@@ -309,7 +317,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             eta = step_size(inner, variable, learning_rate, step, self.threshold)
             updated = variable.value
             if isinstance(l1, LambdaEntry):  # a scheduled λ1: on JAX, from the copy this update can read
-                l1 = self._lambdas.get(id(l1.variable), l1.variable)[l1.index]
+                l1 = l1.read(self._lambdas.get(id(l1.variable)))
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
                 change = -shrinkage
@@ -373,10 +381,15 @@ def _correct_moving_average(optimizer: Any, variable: Any, first_step: Any, chan
     average.assign(ops.where(zero, ops.zeros_like(corrected), corrected))
 
 
-def uses_proximal_step(optimizer: Any) -> bool:
-    """True if `optimizer` is a `ProximalOptimizer` or wraps one (e.g. in a LossScaleOptimizer)."""
+def find_proximal_optimizer(optimizer: Any) -> ProximalOptimizer | None:
+    """`optimizer` if it is a `ProximalOptimizer`, the one it wraps (e.g. in a LossScaleOptimizer), or None."""
     while optimizer is not None:
         if isinstance(optimizer, ProximalOptimizer):
-            return True
+            return optimizer
         optimizer = getattr(optimizer, "inner_optimizer", None)
-    return False
+    return None
+
+
+def uses_proximal_step(optimizer: Any) -> bool:
+    """True if `optimizer` is a `ProximalOptimizer` or wraps one (e.g. in a LossScaleOptimizer)."""
+    return find_proximal_optimizer(optimizer) is not None

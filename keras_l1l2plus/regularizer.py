@@ -103,8 +103,9 @@ class LambdaEntry:
         self.index = index
         self.value = value  # the Python float last written: what get_config saves
 
-    def read(self) -> Any:
-        return self.variable[self.index]
+    def read(self, vector: Any = None) -> Any:
+        """The entry's value in the step: of the λ vector, or of `vector`, a copy of it."""
+        return (self.variable if vector is None else vector)[self.index]
 
     def __repr__(self) -> str:
         return f"LambdaEntry({self.variable.name}[{self.index}] = {self.value:g})"

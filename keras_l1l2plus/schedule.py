@@ -42,7 +42,7 @@ import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.proximal import uses_proximal_step
+from keras_l1l2plus.proximal import find_proximal_optimizer
 from keras_l1l2plus.regularizer import L1L2Plus, LambdaEntry, factor_value, validate_penalty
 from keras_l1l2plus.roles import regularizer_attributes, walk_layers
 from keras_l1l2plus.roles import role as variable_role
@@ -116,7 +116,7 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
         strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
-        state = {"vector": vector, "entries": {}, "values": [0.0] * len(TERM_NAMES)}
+        state = {"vector": vector, "entries": {}}
         object.__setattr__(model, _ATTRIBUTE, state)
     vector = state["vector"]
     _keras.thread_state_variable(model, vector)
@@ -129,23 +129,26 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
             # First schedule of this term, or regularize() put constants back: start from the current λ.
             start = factor_value(getattr(regularizers[term][0], kind))
             entry = state["entries"][term] = LambdaEntry(vector, TERM_NAMES.index(term), start)
-            state["values"][entry.index] = start
-            vector.assign(np.array(state["values"], "float32"))
+            vector.assign(_vector_value(state))
         for regularizer in regularizers[term]:
             if getattr(regularizer, kind) is not entry:
                 setattr(regularizer, kind, entry)
                 changed = True
-        optimizer = getattr(model, "optimizer", None)
-        if kind == "l1" and uses_proximal_step(optimizer) and any(r.proximal for r in regularizers[term]):
-            while not hasattr(optimizer, "track_lambda"):  # under a LossScaleOptimizer
-                optimizer = optimizer.inner_optimizer
+        optimizer = find_proximal_optimizer(getattr(model, "optimizer", None))
+        if kind == "l1" and optimizer is not None and any(r.proximal for r in regularizers[term]):
             copy = optimizer.track_lambda(vector)  # the proximal step's threshold reads it
             if all(copy is not t for t in targets):
-                copy.assign(np.array(state["values"], "float32"))
+                copy.assign(_vector_value(state))
                 targets.append(copy)
     if changed:
         retrace(model)
     return state, targets
+
+
+def _vector_value(state: dict) -> np.ndarray:
+    """The λ vector's value: each scheduled term's last value, 0 for the others."""
+    entries = state["entries"]
+    return np.array([entries[t].value if t in entries else 0.0 for t in TERM_NAMES], "float32")
 
 
 def _tabulate(schedule: Any, first_step: int, steps: int | None):
@@ -281,8 +284,7 @@ class PenaltySchedule(keras.callbacks.Callback):
         if changed:
             self.model  # noqa: B018 - on JAX: syncs the trainer's state, so the next step reads what is assigned
             for term, value in changed.items():
-                entry = self._state["entries"][term]
-                entry.value = self._state["values"][entry.index] = value
-            vector = np.array(self._state["values"], "float32")
+                self._state["entries"][term].value = value
+            vector = _vector_value(self._state)
             for variable in self._variables:  # one write of all the λs
                 variable.assign(vector)
