@@ -232,3 +232,26 @@ def test_a_bare_variable_is_not_a_lambda(where):
             kl.regularize(keras.Sequential([keras.Input((3,)), L.Dense(1)]), l2_weight=variable)
         else:
             kl.PenaltySchedule(l2_weight=variable)
+
+
+def test_a_fit_that_raises_leaves_the_lambda_of_the_moment_and_nothing_that_runs():
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise RuntimeError("stop")
+
+    model = decay_model()
+    with pytest.raises(RuntimeError, match="stop"):
+        model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[kl.PenaltyLogger(), kl.PenaltySchedule(l2_weight=SCHEDULE), Stop()])
+    # Steps 0-3 ran with λ(0…3); the λ written last, before step 3, is λ(3) = 0.2.
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), np.prod([1 - 0.2 * lam(t) for t in range(4)]),
+                               rtol=1e-5)
+    history = model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0).history  # Keras's own step, λ = 0.2
+    assert set(history) == {"loss"}
+    control = decay_model()
+    kl.regularize(control, l2_weight=0.2)
+    control.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    control.layers[0].kernel.assign(np.full((3, 2), np.prod([1 - 0.2 * lam(t) for t in range(4)]), "float32"))
+    control.fit(*ZEROS, batch_size=1, epochs=1, verbose=0)
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), control.layers[0].kernel.numpy(), rtol=1e-6)
