@@ -286,3 +286,16 @@ def num_replicas() -> int:
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def forward_values_escape() -> bool:
+    """Whether a value computed in a custom gradient's forward pass may be used outside it.
+
+    TensorFlow's `custom_gradient` runs the forward function in the caller's
+    graph (or eagerly), and PyTorch's in its `autograd.Function.forward`:
+    the tensors made there are ordinary tensors. JAX traces it in a trace of
+    its own (`custom_vjp`), whose values cannot leave it. `L1L2Plus` keeps the
+    sums of its forward pass for the logs only where this is True; elsewhere
+    the logs compute them again (under XLA, the same computation, merged).
+    """
+    return keras.backend.backend() != "jax"

@@ -29,6 +29,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_l1l2plus import _keras
+
 __all__ = ["L1L2Plus", "LambdaEntry"]
 
 _CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
@@ -170,32 +172,54 @@ def validate_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def read_tensor(x: Any) -> Any:
+    """`x` as a tensor; a variable is read once.
+
+    `convert_to_tensor` hands a TensorFlow variable back unchanged, and a
+    custom gradient must see a tensor, not a captured variable: `ops.copy`
+    reads it (an identity in the graph, no copy). Other backends hand back
+    their tensor, which is used as it is (PyTorch's `copy` would copy it).
+    """
+    x = ops.convert_to_tensor(x)
+    return ops.copy(x) if hasattr(x, "assign") else x
+
+
+def _in_dtype(x: Any, dtype: str) -> Any:
+    """`x` cast to `dtype`, or `x` itself when it already is (no op)."""
+    return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
+
+
+def _factor(value: Any, dtype: str) -> Any:
+    """A λ for arithmetic in `dtype`: a Python float as it is, a tensor cast."""
+    return value if isinstance(value, float) else _in_dtype(factor_tensor(value), dtype)
+
+
+def l1_slope(x: Any, zero_grad: float) -> Any:
+    """s(x) = sign(x), and zero_grad where x == 0, in `x`'s dtype."""
+    if zero_grad == 0:  # sign(0) is already 0: one pass over x, as for abs
+        return ops.sign(x)
+    return ops.where(ops.equal(x, 0), ops.cast(zero_grad, x.dtype), ops.sign(x))
+
+
+def _upstream(args: tuple, upstream: Any) -> Any:
+    """The gradient flowing in, as Keras's custom_gradient passes it on each backend."""
+    return args[0] if upstream is None else upstream
+
+
 def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
-    """Σ|x| in the accumulation dtype, with gradient sign(x) (zero_grad at 0).
+    """Σ|x| in the accumulation dtype, with gradient s(x) (`l1_slope`).
 
     The gradient is returned in `x`'s dtype. It is exactly `zero_grad` where
     `x == 0`, on every backend, eagerly, in `tf.function` and under XLA.
     """
-    # `convert_to_tensor` hands a TensorFlow variable back unchanged; the copy
-    # is a read (free under a compiler), so the custom gradient sees a tensor
-    # and not a captured variable.
-    x = ops.copy(ops.convert_to_tensor(x))
-    acc = accumulation_dtype(x.dtype)
+    x = read_tensor(x)
 
     @ops.custom_gradient
     def _l1_norm(x):
         def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            if zero_grad == 0:  # sign(0) is already 0: one pass over x, as for abs
-                slope = ops.sign(x)
-            else:
-                slope = ops.where(
-                    ops.equal(x, 0), ops.cast(zero_grad, x.dtype), ops.sign(x)
-                )
-            return ops.cast(upstream, x.dtype) * slope
+            return _in_dtype(_upstream(args, upstream), x.dtype) * l1_slope(x, zero_grad)
 
-        return ops.sum(ops.absolute(ops.cast(x, acc))), grad
+        return ops.sum(ops.absolute(_in_dtype(x, accumulation_dtype(x.dtype)))), grad
 
     return _l1_norm(x)
 
@@ -203,7 +227,67 @@ def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
 def squared_l2_norm(x: Any) -> Any:
     """Σx² in the accumulation dtype; its gradient is 2x."""
     x = ops.convert_to_tensor(x)
-    return ops.sum(ops.square(ops.cast(x, accumulation_dtype(x.dtype))))
+    return ops.sum(ops.square(_in_dtype(x, accumulation_dtype(x.dtype))))
+
+
+def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
+    """`(l1·Σ|x| + l2·Σx², Σ|x|, Σx²)`, the penalty through one custom gradient.
+
+        value = l1·Σ|x| + l2·Σx²                       (accumulation dtype)
+        ∂value/∂x = l1·s(x) + 2·l2·x                   (x's dtype; s: `l1_slope`)
+
+    One custom gradient for both terms: the backward pass is
+    `(u·l1)·s(x) + (u·2·l2)·x` for the upstream u, with no broadcast of u
+    and no separate chain per term, and nothing is cast where `x` is in the
+    accumulation dtype already. With `l1_gradient=False` the L1 term
+    counts in the value but not in the gradient (the proximal step applies
+    it). A factor that is the constant 0 is not computed (its sum is None).
+    At least one term must have a gradient: `L1L2Plus.__call__` takes the
+    other cases through `terms`.
+
+    The sums come out of the custom gradient's forward pass, without
+    gradient, where the backend lets a value leave it (`_keras.forward_values_escape`);
+    elsewhere they are None.
+    """
+    x = read_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    acc = accumulation_dtype(dtype)
+    with_l1, with_l2 = not factor_is_zero(l1), not factor_is_zero(l2)
+    l1, l2 = _factor(l1, acc), _factor(l2, acc)
+    sums: list = [None, None]
+
+    same = acc == dtype  # decided once: no cast, in either direction, where nothing changes
+
+    @ops.custom_gradient
+    def _penalty(x):
+        xa = x if same else ops.cast(x, acc)
+        if with_l1:
+            sums[0] = ops.sum(ops.absolute(xa))
+        if with_l2:
+            sums[1] = ops.sum(ops.square(xa))
+        if with_l1 and with_l2:
+            value = l1 * sums[0] + l2 * sums[1]
+        else:
+            value = l1 * sums[0] if with_l1 else l2 * sums[1]
+
+        def grad(*args, upstream=None):
+            u = _upstream(args, upstream)
+            result = None
+            if with_l1 and l1_gradient:
+                a = u * l1
+                result = (a if same else ops.cast(a, dtype)) * l1_slope(x, zero_grad)
+            if with_l2:
+                b = u * (2 * l2)
+                scaled = (b if same else ops.cast(b, dtype)) * x
+                result = scaled if result is None else result + scaled
+            return result
+
+        return value, grad
+
+    value = _penalty(x)
+    if not _keras.forward_values_escape():
+        sums = [None, None]
+    return value, sums[0], sums[1]
 
 
 @keras.saving.register_keras_serializable(package="keras_l1l2plus")
@@ -264,30 +348,42 @@ class L1L2Plus(keras.regularizers.Regularizer):
         self.proximal = validate_flag(proximal, "proximal")
 
     def terms(self, x: Any) -> tuple[Any, Any]:
-        """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype."""
+        """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
         x = ops.convert_to_tensor(x)
         acc = accumulation_dtype(x.dtype)
         zero = ops.zeros((), dtype=acc)
         if factor_is_zero(self.l1):
             l1_term = zero
         elif self.proximal:  # the proximal step, not the gradient, applies L1
-            l1_term = ops.cast(factor_tensor(self.l1), acc) * ops.stop_gradient(ops.sum(ops.absolute(ops.cast(x, acc))))
+            l1_term = _factor(self.l1, acc) * ops.stop_gradient(ops.sum(ops.absolute(_in_dtype(x, acc))))
         else:
-            l1_term = ops.cast(factor_tensor(self.l1), acc) * l1_norm(x, self.zero_grad)
-        l2_term = zero if factor_is_zero(self.l2) else ops.cast(factor_tensor(self.l2), acc) * squared_l2_norm(x)
+            l1_term = _factor(self.l1, acc) * l1_norm(x, self.zero_grad)
+        l2_term = zero if factor_is_zero(self.l2) else _factor(self.l2, acc) * squared_l2_norm(x)
         return l1_term, l2_term
 
     def __call__(self, x: Any) -> Any:
-        """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor."""
-        l1_term, l2_term = self.terms(x)
+        """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
         recorded = getattr(_recording, "terms", None)
+        if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient
+            l1_term, l2_term = self.terms(x)
+            value = l1_term + l2_term
+        else:
+            value, l1_sum, l2_sum = penalty(x, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
+            if recorded is None or (l1_sum is None and l2_sum is None):
+                return value
+            acc = keras.backend.standardize_dtype(value.dtype)
+            zero = ops.zeros((), dtype=acc)
+            l1_term = zero if l1_sum is None else _factor(self.l1, acc) * l1_sum
+            l2_term = zero if l2_sum is None else _factor(self.l2, acc) * l2_sum
         if recorded is not None:
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
-            # the variables inside compute_loss. (The JAX trainer calls them
+            # the variables inside compute_loss; the terms are kept for the
+            # logs (values without gradient). The JAX trainer calls them
             # earlier, in stateless_call, on the variables' values: nothing is
-            # recorded there, and penalty_terms computes the terms again.)
+            # recorded there, and penalty_terms computes the terms again (XLA
+            # merges the two computations).
             recorded[id(x)] = (x, l1_term, l2_term)
-        return l1_term + l2_term
+        return value
 
     def get_config(self) -> dict[str, Any]:
         """Plain values; a variable λ is saved as its value now (the λ of the moment)."""
