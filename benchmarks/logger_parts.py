@@ -50,7 +50,7 @@ FULL = (metrics.PenaltyMetric.add_step, metrics.PenaltyMetric.result)
 
 
 def count_only(self, loss, batch_size, recorded=None):
-    self._count.assign_add(ops.cast(batch_size, "float32"))
+    self._totals.assign_add(ops.one_hot(len(self.mean_keys), len(self.mean_keys) + 1) * ops.cast(batch_size, "float32"))
 
 
 def without_zero_count(self, loss, batch_size, recorded=None):
@@ -62,7 +62,7 @@ def without_zero_count(self, loss, batch_size, recorded=None):
 
 
 def one_key(self):
-    return {"data_loss": self._count}
+    return {"data_loss": self._totals[-1]}
 
 
 # name: (model kind, (add_step, result) or None for no logger, verbose, the row it is against)

@@ -294,7 +294,8 @@ def forward_values_escape() -> bool:
     TensorFlow's `custom_gradient` runs the forward function in the caller's
     graph (or eagerly), and PyTorch's in its `autograd.Function.forward`:
     the tensors made there are ordinary tensors. JAX traces it in a trace of
-    its own (`custom_vjp`), whose values cannot leave it. `L1L2Plus` keeps the
+    its own (`custom_vjp`) when no gradient is taken (a test step), and a
+    value that leaves it raises `UnexpectedTracerError`. `L1L2Plus` keeps the
     sums of its forward pass for the logs only where this is True; elsewhere
     the logs compute them again (under XLA, the same computation, merged).
     """

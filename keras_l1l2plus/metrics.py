@@ -39,7 +39,7 @@ from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
-from keras_l1l2plus.terms import penalty_terms, sparsity
+from keras_l1l2plus.terms import as_float32, penalty_terms, sparsity
 
 __all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
@@ -79,8 +79,8 @@ class PenaltyMetric(_keras.MetricContainer):
         self.keys = self.mean_keys + self.latest_keys
         # Every value here is lower-is-better for monitoring, but sparsity.
         self.metrics = [_keras.lower_is_better(key) for key in self.mean_keys]
-        self._totals = self.add_variable(shape=(len(self.mean_keys),), initializer="zeros", name="totals")
-        self._count = self.add_variable(shape=(), initializer="zeros", name="count")
+        # Σ value·batch_size for each mean key, then Σ batch_size: one write per step.
+        self._totals = self.add_variable(shape=(len(self.mean_keys) + 1,), initializer="zeros", name="totals")
         self._latest = self.add_variable(
             shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest"
         ) if self.latest_keys else None
@@ -95,11 +95,9 @@ class PenaltyMetric(_keras.MetricContainer):
         terms = self._terms(recorded)
         if tuple(terms) != self.mean_keys[:-1]:
             terms = self._same_keys(terms)
-        loss = ops.cast(ops.sum(loss), "float32")
-        values = ops.stack([*terms.values(), loss - terms["penalty"]])
-        batch_size = ops.cast(batch_size, "float32")
-        self._totals.assign_add(values * batch_size)
-        self._count.assign_add(batch_size)
+        loss = as_float32(ops.sum(loss))
+        values = ops.stack([*terms.values(), loss - terms["penalty"], ops.ones((), "float32")])
+        self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*self._sparsity().values(), *self._lambda_values()]
             self._latest.assign(ops.stack(latest))
@@ -119,14 +117,13 @@ class PenaltyMetric(_keras.MetricContainer):
 
     def reset_state(self) -> None:
         self._totals.assign(ops.zeros(self._totals.shape, "float32"))
-        self._count.assign(ops.zeros((), "float32"))
         if self._latest is not None:
             self._latest.assign(ops.zeros(self._latest.shape, "float32"))
         if self.on_reset is not None:
             self.on_reset()
 
     def result(self) -> dict[str, Any]:
-        means = ops.divide(self._totals, ops.maximum(self._count, 1.0))
+        means = ops.divide(self._totals[:-1], ops.maximum(self._totals[-1], 1.0))
         result = {key: means[i] for i, key in enumerate(self.mean_keys)}
         result.update({key: self._latest[i] for i, key in enumerate(self.latest_keys)})
         return result

@@ -42,6 +42,11 @@ def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
     return None
 
 
+def as_float32(x: Any) -> Any:
+    """`x` in float32; no op where it already is."""
+    return x if keras.backend.standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")
+
+
 def penalty_terms(
     model: keras.layers.Layer,
     *,
@@ -101,12 +106,12 @@ def penalty_terms(
             continue
         split = as_l1l2plus(regularizer)
         if split is None:
-            penalty = penalty + ops.cast(ops.sum(regularizer(owned.variable)), "float32")
+            penalty = penalty + as_float32(ops.sum(regularizer(owned.variable)))
             continue
         pair = _recorded_terms(recorded, owned.variable) if split is regularizer else None
         if pair is None:
             pair = split.terms(owned.variable)
-        l1_term, l2_term = (ops.cast(t, "float32") for t in pair)
+        l1_term, l2_term = (as_float32(t) for t in pair)
         penalty = penalty + l1_term + l2_term
         for kind, value in (("l1", l1_term), ("l2", l2_term)):
             name = f"{kind}_{owned.role}"

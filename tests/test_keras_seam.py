@@ -143,3 +143,34 @@ def test_a_threaded_state_variable_is_model_state_but_not_a_weight(tmp_path):
     model.save(tmp_path / "m.keras")  # not saved: the model loads as before
     assert len(keras.models.load_model(tmp_path / "m.keras").weights) == weights
     assert _keras.state_is_threaded() == (keras.backend.backend() == "jax")
+
+
+def test_forward_values_escape_a_custom_gradient_where_the_seam_says_so():
+    """A sum computed in a custom gradient's forward pass, used outside it, in compiled code.
+
+    With a gradient, JAX traces the forward pass in the caller's trace, but
+    without one (a test step) in a trace of its own: the value cannot leave.
+    """
+    from backends import BACKEND, compiled, value_and_grad
+
+    kept = []
+
+    def f(x):
+        @keras.ops.custom_gradient
+        def double(x):
+            kept.append(keras.ops.sum(x))
+            return 2 * keras.ops.sum(x), lambda *args, upstream=None: 2 * keras.ops.ones_like(x)
+
+        return double(x) + 0 * kept[-1]  # the kept value used outside the forward pass
+
+    x = np.array([1.0, 2.0, 3.0], "float32")
+    if _keras.forward_values_escape():
+        value, grad = value_and_grad(f, x, mode="compiled")
+        assert float(value) == 12.0 and np.allclose(keras.ops.convert_to_numpy(grad), 2.0)
+        assert float(compiled(lambda: f(keras.ops.convert_to_tensor(x)))()) == 12.0
+    else:
+        assert BACKEND == "jax"
+        import jax
+
+        with pytest.raises(jax.errors.UnexpectedTracerError):
+            compiled(lambda: f(keras.ops.convert_to_tensor(x)))()
