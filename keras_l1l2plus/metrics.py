@@ -32,6 +32,7 @@ import warnings
 from typing import Any, Callable, Iterable
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
@@ -39,7 +40,7 @@ from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
-from keras_l1l2plus.terms import as_float32, penalty_terms, sparsity
+from keras_l1l2plus.terms import as_float32, penalty_sums, penalty_terms, sparsity
 
 __all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
@@ -51,10 +52,11 @@ class PenaltyMetric(_keras.MetricContainer):
     """Running means of the penalty terms and the data loss, and the sparsity.
 
     `add_step(loss, batch_size, recorded)` takes the terms of one step's loss
-    (`penalty_terms`, reusing what the `L1L2Plus` calls of that loss recorded,
-    so nothing is computed twice), adds `data_loss = loss − penalty`, and
-    accumulates every value times `batch_size`; `result()` is the dict of
-    totals / Σ batch_size. `sparsity_<role>` for each role of
+    (`terms.penalty_sums`, reusing the sums the `L1L2Plus` calls of that loss
+    recorded, so nothing is computed twice), with `data_loss = loss −
+    penalty`, and accumulates every value times `batch_size`, all in one
+    product and one write whatever the number of variables; `result()` is
+    the dict of totals / Σ batch_size. `sparsity_<role>` for each role of
     `sparsity_roles`, the fraction of exact zeros among that role's variables
     that take the proximal step (`keras_l1l2plus.terms.sparsity` with
     `proximal_only=True`), is not averaged: it is the value at the weights of
@@ -68,7 +70,7 @@ class PenaltyMetric(_keras.MetricContainer):
     def __init__(self, model: Any, *, term_keys: tuple[str, ...], sparsity_roles: tuple[str, ...] = (),
                  lambdas: dict[str, Any] | None = None, per_layer: bool = False, name: str = "penalty_terms"):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
-        self._terms = lambda recorded=None: penalty_terms(model, per_layer=per_layer, recorded=recorded)
+        self._sums = lambda recorded=None: penalty_sums(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
         self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
         lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
@@ -92,28 +94,36 @@ class PenaltyMetric(_keras.MetricContainer):
 
     def add_step(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
         """Adds one step: its loss, batch size, and the terms its loss recorded."""
-        terms = self._terms(recorded)
-        if tuple(terms) != self.mean_keys[:-1]:
-            terms = self._same_keys(terms)
-        loss = as_float32(ops.sum(loss))
-        values = ops.stack([*terms.values(), loss - terms["penalty"], ops.ones((), "float32")])
+        plan = self._sums(recorded)
+        # One product for every running sum (`PenaltySums.combine`): the rows are the
+        # terms, then the loss, then 1; the columns are this metric's keys, then the batch count:
+        #   key = Σ λ_i·s_i over its terms,  data_loss = loss − Σ λ_i·s_i,  count = 1.
+        n, k = len(plan.sums), len(self.mean_keys)
+        counts_in = np.zeros((n + 2, k + 1), dtype="float32")
+        if plan.keys != self.mean_keys[:-1]:
+            self._warn_keys()
+        columns = [self.mean_keys.index(key) if key in self.mean_keys else None for key in plan.keys]
+        for j, column in enumerate(columns):
+            if column is not None:
+                counts_in[:n, column] = plan.counts_in[:, j]
+        counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
+        counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
+        values = plan.combine([*plan.sums, as_float32(ops.sum(loss)), 1.0], [*plan.factors, 1.0, 1.0], counts_in)
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*self._sparsity().values(), *self._lambda_values()]
             self._latest.assign(ops.stack(latest))
 
-    def _same_keys(self, terms: dict) -> dict:
-        """`terms` on this metric's keys, after `regularize` changed the layers mid-fit."""
+    def _warn_keys(self) -> None:
+        """Once: `regularize` changed the regularized layers mid-fit; per-layer keys stay as they were."""
         if not self._warned_keys:
             self._warned_keys = True
             warnings.warn(
                 "PenaltyLogger(per_layer=True): the regularized layers changed during fit; "
                 "per-layer keys stay those of the fit's start (the totals stay exact). "
                 "The new layers show from the next fit.",
-                stacklevel=2,
+                stacklevel=3,
             )
-        zero = ops.zeros((), dtype="float32")
-        return {key: terms.get(key, zero) for key in self.mean_keys[:-1]}
 
     def reset_state(self) -> None:
         self._totals.assign(ops.zeros(self._totals.shape, "float32"))
@@ -123,9 +133,11 @@ class PenaltyMetric(_keras.MetricContainer):
             self.on_reset()
 
     def result(self) -> dict[str, Any]:
-        means = ops.divide(self._totals[:-1], ops.maximum(self._totals[-1], 1.0))
-        result = {key: means[i] for i, key in enumerate(self.mean_keys)}
-        result.update({key: self._latest[i] for i, key in enumerate(self.latest_keys)})
+        totals = ops.convert_to_tensor(self._totals)
+        # zip drops the last entry, the count itself.
+        result = dict(zip(self.mean_keys, ops.unstack(ops.divide(totals, ops.maximum(totals[-1], 1.0)))))
+        if self._latest is not None:
+            result.update(zip(self.latest_keys, ops.unstack(ops.convert_to_tensor(self._latest))))
         return result
 
     def get_config(self) -> dict[str, Any]:

@@ -13,8 +13,14 @@ The penalty of a tensor `x` is
 valid choice. Backends disagree on it (TensorFlow's `abs` gives 0, JAX's gives
 +1), so this module defines it once, through `keras.ops.custom_gradient`.
 
-This module is the one place the penalty math lives; the rest of the package
-calls `L1L2Plus.terms`.
+`L1L2Plus.__call__`, what Keras adds to the loss, takes both terms through
+one custom gradient (`penalty`): its backward pass is `(u·l1)·s(x) +
+(u·2·l2)·x` for the upstream u, a few ops per variable where autodiff of
+the two terms takes about twice as many (the op counts are in
+BENCHMARKS.md). `L1L2Plus.sums` and `terms` give the terms separately, each
+with its own gradient, for `penalty_terms`.
+
+This module is the one place the penalty math lives.
 """
 
 from __future__ import annotations
@@ -40,13 +46,15 @@ _recording = threading.local()
 
 
 @contextlib.contextmanager
-def recording_terms() -> Iterator[dict[int, tuple[Any, Any]]]:
-    """Collects the terms every `L1L2Plus` call on a variable computes meanwhile.
+def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any]]]:
+    """Collects the sums every `L1L2Plus` call on a variable computes meanwhile.
 
-    Yields `{id(x): (x, l1_term, l2_term)}` for every `x` an `L1L2Plus` was
-    called on meanwhile, filled as Keras calls the regularizers on its
-    variables while it computes the loss, so the terms can be logged without
-    computing them a second time. `x` is kept so that its id stays its own.
+    Yields `{id(x): (x, Σ|x|, Σx²)}` for every `x` an `L1L2Plus` was called on
+    meanwhile (a sum is None where its factor is 0), filled as Keras calls
+    the regularizers on its variables while it computes the loss, so the
+    terms can be logged without computing them a second time. They are for
+    the logs: no gradient is taken through them. `x` is kept so that its id
+    stays its own.
     """
     previous = getattr(_recording, "terms", None)
     _recording.terms = {}
@@ -347,42 +355,46 @@ class L1L2Plus(keras.regularizers.Regularizer):
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
 
+    def sums(self, x: Any) -> tuple[Any, Any]:
+        """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
+
+        Σ|x| has the gradient s(x) (`l1_slope`), or none with `proximal=True`
+        (the proximal step applies L1); Σx² has 2x.
+        """
+        x = ops.convert_to_tensor(x)
+        if factor_is_zero(self.l1):
+            l1_sum = None
+        elif self.proximal:
+            l1_sum = ops.stop_gradient(ops.sum(ops.absolute(_in_dtype(x, accumulation_dtype(x.dtype)))))
+        else:
+            l1_sum = l1_norm(x, self.zero_grad)
+        return l1_sum, None if factor_is_zero(self.l2) else squared_l2_norm(x)
+
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
         x = ops.convert_to_tensor(x)
         acc = accumulation_dtype(x.dtype)
-        zero = ops.zeros((), dtype=acc)
-        if factor_is_zero(self.l1):
-            l1_term = zero
-        elif self.proximal:  # the proximal step, not the gradient, applies L1
-            l1_term = _factor(self.l1, acc) * ops.stop_gradient(ops.sum(ops.absolute(_in_dtype(x, acc))))
-        else:
-            l1_term = _factor(self.l1, acc) * l1_norm(x, self.zero_grad)
-        l2_term = zero if factor_is_zero(self.l2) else _factor(self.l2, acc) * squared_l2_norm(x)
-        return l1_term, l2_term
+        return tuple(ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
+                     for factor, total in zip((self.l1, self.l2), self.sums(x)))
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
-        recorded = getattr(_recording, "terms", None)
         if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient
-            l1_term, l2_term = self.terms(x)
-            value = l1_term + l2_term
+            l1_sum, l2_sum = self.sums(x)
+            value = (ops.zeros((), dtype=accumulation_dtype(ops.convert_to_tensor(x).dtype)) if l1_sum is None
+                     else _factor(self.l1, keras.backend.standardize_dtype(l1_sum.dtype)) * l1_sum)
         else:
             value, l1_sum, l2_sum = penalty(x, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
-            if recorded is None or (l1_sum is None and l2_sum is None):
+            if l1_sum is None and l2_sum is None:  # the backend keeps them (`penalty`)
                 return value
-            acc = keras.backend.standardize_dtype(value.dtype)
-            zero = ops.zeros((), dtype=acc)
-            l1_term = zero if l1_sum is None else _factor(self.l1, acc) * l1_sum
-            l2_term = zero if l2_sum is None else _factor(self.l2, acc) * l2_sum
+        recorded = getattr(_recording, "terms", None)
         if recorded is not None:
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
-            # the variables inside compute_loss; the terms are kept for the
-            # logs (values without gradient). The JAX trainer calls them
-            # earlier, in stateless_call, on the variables' values: nothing is
-            # recorded there, and penalty_terms computes the terms again (XLA
-            # merges the two computations).
-            recorded[id(x)] = (x, l1_term, l2_term)
+            # the variables inside compute_loss; their sums are kept for the
+            # logs. The JAX trainer calls them earlier, in stateless_call, on
+            # the variables' values: nothing is recorded there, and
+            # penalty_terms computes the sums again (XLA merges the two).
+            recorded[id(x)] = (x, l1_sum, l2_sum)
         return value
 
     def get_config(self) -> dict[str, Any]:

@@ -11,13 +11,13 @@ Weights and biases are told apart by `keras_l1l2plus.roles.role`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.regularizer import L1L2Plus, factor_is_zero, validate_flag
+from keras_l1l2plus.regularizer import L1L2Plus, factor_is_zero, factor_tensor, is_factor_variable, validate_flag
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
@@ -51,7 +51,7 @@ def penalty_terms(
     model: keras.layers.Layer,
     *,
     per_layer: bool = False,
-    recorded: dict[int, tuple[Any, Any]] | None = None,
+    recorded: dict[int, tuple[Any, Any, Any]] | None = None,
 ) -> dict[str, Any]:
     """Each penalty term of `model`, as scalar float32 tensors.
 
@@ -74,8 +74,9 @@ def penalty_terms(
     It is differentiable, with `L1L2Plus`'s gradients: a custom training
     loop can minimise `data_loss + penalty_terms(model)["penalty"]`.
 
-    `recorded` (from `regularizer.recording_terms`) holds terms `L1L2Plus`
-    already computed for this step's loss; those are used as they are.
+    `recorded` (from `regularizer.recording_terms`) holds the sums `L1L2Plus`
+    already computed for this step's loss; those are used as they are (for
+    the logs: no gradient flows through them).
 
     Example:
 
@@ -85,47 +86,101 @@ def penalty_terms(
     >>> sorted(kl.penalty_terms(model))
     ['l1_bias', 'l1_weight', 'l2_bias', 'l2_weight', 'penalty']
     """
+    plan = penalty_sums(model, per_layer=per_layer, recorded=recorded)
+    return dict(zip(plan.keys, ops.unstack(plan.combine())))
+
+
+def _validated(model: Any, per_layer: Any, recorded: Any) -> bool:
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
             "Invalid value for argument `model`: expected a Keras model or layer. "
             f"Received: model={model!r} of type {type(model).__name__}"
         )
-    per_layer = validate_flag(per_layer, "per_layer")
     if recorded is not None and not isinstance(recorded, dict):
         raise TypeError(
             "Invalid value for argument `recorded`: expected the dict that "
             f"`recording_terms()` yields, or None. Received: recorded={recorded!r}"
         )
-    zero = ops.zeros((), dtype="float32")
-    terms = dict.fromkeys(TERM_NAMES, zero)
-    layer_terms: dict[str, Any] = {}
-    penalty = zero
+    return validate_flag(per_layer, "per_layer")
+
+
+class PenaltySums(NamedTuple):
+    """A model's penalty terms as sums `s_i` (Σ|w| or Σw², or another regularizer's value) and factors `λ_i`.
+
+    Each key of `penalty_terms` adds up some of the terms λ_i·s_i, so the
+    keys' values are one product
+
+        vector = s @ A,   A[i, key] = λ_i if term i counts in key, else 0
+
+    with `s` the stacked sums (`combine`): a few ops for the whole model,
+    where adding term by term takes one op per term and key.
+    """
+
+    keys: tuple[str, ...]  # TERM_NAMES, "penalty", then "<term>/<layer>" keys
+    sums: list  # float32 scalar tensors
+    factors: list  # a float, a LambdaEntry (read in the step), or 1.0 for another regularizer
+    counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
+
+    def combine(self, sums: list | None = None, factors: list | None = None, counts_in: np.ndarray | None = None) -> Any:
+        """`stack(sums) @ A` as above: a float32 vector, one value per column of `counts_in`.
+
+        The defaults are this plan's; a caller may pass its own, extended ones.
+        Constant factors are folded into `A`; a λ read from the model's λ
+        vector multiplies the stacked sums first.
+        """
+        sums = self.sums if sums is None else sums
+        factors = self.factors if factors is None else factors
+        counts_in = self.counts_in if counts_in is None else counts_in
+        if not sums:
+            return ops.zeros((counts_in.shape[1],), dtype="float32")
+        stacked = ops.stack(sums)
+        if any(is_factor_variable(f) for f in factors):
+            stacked = stacked * ops.stack([as_float32(factor_tensor(f)) if is_factor_variable(f)
+                                           else ops.convert_to_tensor(f, "float32") for f in factors])
+            return ops.matmul(stacked, counts_in)
+        return ops.matmul(stacked, counts_in * np.asarray(factors, dtype="float32")[:, None])
+
+
+def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded: dict | None = None) -> PenaltySums:
+    """The `PenaltySums` of `model`'s regularized trainable variables (see `penalty_terms`)."""
+    per_layer = _validated(model, per_layer, recorded)
+    keys = {name: i for i, name in enumerate((*TERM_NAMES, "penalty"))}
+    sums: list = []
+    factors: list = []
+    columns: list[tuple[int, ...]] = []
+    layer_keys: dict[str, int] = {}
     for owned in owned_trainable_variables(model):
         regularizer = owned.variable.regularizer
         if regularizer is None:
             continue
         split = as_l1l2plus(regularizer)
         if split is None:
-            penalty = penalty + as_float32(ops.sum(regularizer(owned.variable)))
+            sums.append(as_float32(ops.sum(regularizer(owned.variable))))
+            factors.append(1.0)
+            columns.append((keys["penalty"],))
             continue
-        pair = _recorded_terms(recorded, owned.variable) if split is regularizer else None
+        pair = _recorded_sums(recorded, owned.variable) if split is regularizer else None
         if pair is None:
-            pair = split.terms(owned.variable)
-        l1_term, l2_term = (as_float32(t) for t in pair)
-        penalty = penalty + l1_term + l2_term
-        for kind, value in (("l1", l1_term), ("l2", l2_term)):
+            pair = split.sums(owned.variable)
+        for kind, factor, total in (("l1", split.l1, pair[0]), ("l2", split.l2, pair[1])):
             name = f"{kind}_{owned.role}"
-            terms[name] = terms[name] + value
+            counts_in = (keys[name], keys["penalty"])
             if per_layer:
                 key = f"{name}/{owned.layer_path}"
-                layer_terms[key] = layer_terms.get(key, zero) + value
-    terms["penalty"] = penalty
-    terms.update(layer_terms)
-    return terms
+                counts_in += (layer_keys.setdefault(key, len(keys) + len(layer_keys)),)
+            if total is not None:  # None: a factor that is the constant 0
+                sums.append(as_float32(total))
+                factors.append(factor)
+                columns.append(counts_in)
+    names = (*keys, *layer_keys)
+    matrix = np.zeros((len(sums), len(names)), dtype="float32")
+    for row, counts_in in enumerate(columns):
+        matrix[row, list(counts_in)] = 1.0
+    return PenaltySums(names, sums, factors, matrix)
 
 
-def _recorded_terms(recorded: dict | None, variable: Any) -> tuple[Any, Any] | None:
-    """The terms recorded for `variable` in this step, if its regularizer was called on it."""
+def _recorded_sums(recorded: dict | None, variable: Any) -> tuple[Any, Any] | None:
+    """The sums recorded for `variable` in this step, if its regularizer was called on it."""
     found = recorded.get(id(variable)) if recorded else None
     return None if found is None else found[1:]
 
