@@ -28,26 +28,26 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import BACKEND, data_for, mlp  # noqa: E402
 
-FREE = {"Const", "NoOp", "Identity", "IdentityN", "StopGradient"}
+FREE = {"Const", "NoOp", "Identity", "IdentityN", "StopGradient", "Placeholder"}
 
 
-def _tensorflow(model, x, y):
+def graph_ops(fn, *args) -> collections.Counter:
+    """TensorFlow: the op types of `fn`'s traced graph and the functions it calls, without the free ones."""
     import tensorflow as tf
 
-    graph = tf.function(lambda x, y: model.train_step((x, y))).get_concrete_function(
-        tf.constant(x), tf.constant(y)).graph
+    graph = tf.function(fn).get_concrete_function(*[tf.constant(a) for a in args]).graph
     counts = collections.Counter(op.type for op in graph.get_operations())
     for function in graph.as_graph_def().library.function:
         counts.update(node.op for node in function.node_def)
-    return {"ops": sum(n for op, n in counts.items() if op not in FREE)}, counts
+    return collections.Counter({op: n for op, n in counts.items() if op not in FREE})
 
 
-def _torch(model, x, y):
+def dispatched_ops(fn, *args) -> collections.Counter:
+    """PyTorch: the ATen ops dispatched while `fn(*args)` runs, backward passes included."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     counts = collections.Counter()
@@ -57,9 +57,19 @@ def _torch(model, x, y):
             counts[str(func.overloadpacket.__name__)] += 1
             return func(*args, **(kwargs or {}))
 
-    model.train_on_batch(x, y)  # built, traced nothing: eager
     with Count():
-        model.train_on_batch(x, y)
+        fn(*args)
+    return counts
+
+
+def _tensorflow(model, x, y):
+    counts = graph_ops(lambda x, y: model.train_step((x, y)), x, y)
+    return {"ops": sum(counts.values())}, counts
+
+
+def _torch(model, x, y):
+    model.train_on_batch(x, y)  # built, and its optimizer too
+    counts = dispatched_ops(model.train_on_batch, x, y)
     return {"ops": sum(counts.values())}, counts
 
 

@@ -365,6 +365,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here too")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, among {','.join(SECTIONS)}")
+    parser.add_argument("--targets", default=None,
+                        help="comma-separated parameter counts for the logger section (default: 0.1, 0.67, 10, 50 M)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds for every case (default: per case)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
@@ -384,7 +387,7 @@ def main(argv=None):
     for name, widths, s, r in overhead_models if "overhead" in only else ():
         shown = "-".join(map(str, widths)) if len(widths) < 6 else f"784-(64×{len(widths) - 2})-10"
         rows += overhead_case(f"{name} {shown}, {BACKEND}", lambda kind, w=widths: mlp(w, kind),
-                              128, s, epochs, r if q else max(r, rounds))
+                              128, s, epochs, args.rounds or (r if q else max(r, rounds)))
     sections.append(("Overhead of the penalty in the train step: no regularization, Keras L1L2, L1L2Plus "
                      f"({BACKEND}, Keras's default compilation)", rows))
 
@@ -401,10 +404,13 @@ def main(argv=None):
 
     rows = []
     targets = [100_000] if q else [100_000, 670_000, 10_000_000, 50_000_000]
+    if args.targets:
+        targets = [int(t) for t in args.targets.split(",")]
     for target in targets if "logger" in only else ():
         h = 64 if q else width_for(target)
         widths = (784, 512, 512, 10) if target == 670_000 else (784, h, h, 10)
         s, r = {10_000_000: (12, 5), 50_000_000: (6, 3)}.get(target, (steps, rounds)) if not q else (steps, rounds)
+        r = args.rounds or r
         for kind in ("plus", "proximal"):
             label = f"MLP {'-'.join(map(str, widths))}, {'proximal L1 (SGD)' if kind == 'proximal' else 'L1L2Plus'}"
             rows += logger_case(label, lambda k, w=widths: mlp(w, k), 128, s, epochs, r, ["batch"], kind)

@@ -24,7 +24,7 @@ from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
 from keras_l1l2plus.tensorboard_layout import write_tensorboard_layout  # noqa: E402
 from keras_l1l2plus.terms import penalty_terms  # noqa: E402
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "L1L2Plus",

@@ -372,28 +372,29 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
-        x = ops.convert_to_tensor(x)
-        acc = accumulation_dtype(x.dtype)
+        return self._terms_of(x, *self.sums(x))
+
+    def _terms_of(self, x: Any, l1_sum: Any, l2_sum: Any) -> tuple[Any, Any]:
+        """The terms of `x` from its sums (`sums`): each sum times its λ, 0 where the sum is None."""
+        acc = accumulation_dtype(ops.convert_to_tensor(x).dtype)
         return tuple(ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
-                     for factor, total in zip((self.l1, self.l2), self.sums(x)))
+                     for factor, total in ((self.l1, l1_sum), (self.l2, l2_sum)))
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
-        if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient
+        if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient to define
             l1_sum, l2_sum = self.sums(x)
-            value = (ops.zeros((), dtype=accumulation_dtype(ops.convert_to_tensor(x).dtype)) if l1_sum is None
-                     else _factor(self.l1, keras.backend.standardize_dtype(l1_sum.dtype)) * l1_sum)
+            value = self._terms_of(x, l1_sum, l2_sum)[0]
         else:
             value, l1_sum, l2_sum = penalty(x, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
-            if l1_sum is None and l2_sum is None:  # the backend keeps them (`penalty`)
-                return value
         recorded = getattr(_recording, "terms", None)
-        if recorded is not None:
+        if recorded is not None and (l1_sum is not None or l2_sum is not None):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
             # the variables inside compute_loss; their sums are kept for the
             # logs. The JAX trainer calls them earlier, in stateless_call, on
-            # the variables' values: nothing is recorded there, and
-            # penalty_terms computes the sums again (XLA merges the two).
+            # the variables' values, and its sums stay in the custom gradient
+            # (`penalty`): penalty_terms computes them again there, and XLA
+            # merges the two computations.
             recorded[id(x)] = (x, l1_sum, l2_sum)
         return value
 

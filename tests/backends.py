@@ -192,3 +192,36 @@ def custom_loop(model: Any, optimizer: Any, loss_fn: Callable[[], Any], steps: i
             optimizer.apply_gradients(zip(grads, variables))
     else:
         raise NotImplementedError(BACKEND)
+
+
+def op_count(fn: Callable[..., Any], *args: Any) -> int:
+    """Ops `fn(*args)` dispatches, counted the backend's way.
+
+    TensorFlow: the nodes of its traced graph (`tf.function`), without those
+    that cost nothing (constants, identities, placeholders); PyTorch: the
+    ATen ops dispatched while it runs, backward passes included; JAX: the
+    equations of its jaxpr.
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        specs = [tf.constant(a) for a in args]
+        graph = tf.function(fn).get_concrete_function(*specs).graph
+        free = {"Const", "NoOp", "Identity", "IdentityN", "StopGradient", "Placeholder"}
+        return sum(op.type not in free for op in graph.get_operations())
+    if BACKEND == "jax":
+        import jax
+
+        return len(jax.make_jaxpr(fn)(*args).jaxpr.eqns)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn(*[keras.ops.convert_to_tensor(a) for a in args])
+    return len(calls)

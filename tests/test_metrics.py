@@ -7,7 +7,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from backends import only_on
+from backends import only_on, op_count
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -423,3 +423,29 @@ def test_per_layer_keys_follow_the_layers_from_one_fit_to_the_next():
     kl.regularize(model, l2_weight=0.1)
     second = model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(per_layer=True)]).history
     assert "l2_weight/b" not in first and "l2_weight/b" in second
+
+
+@only_on("tensorflow", "torch", reason="counts graph nodes (TensorFlow) or dispatched ops (PyTorch); JAX fuses")
+def test_logged_step_costs_the_same_few_ops_whatever_the_number_of_variables():
+    """The terms go into the running means as one product: the logger's ops per step do not grow with the model."""
+    from keras_l1l2plus import metrics
+
+    extra = []
+    for depth in (2, 12):
+        model = keras.Sequential([keras.Input((8,)), *[keras.layers.Dense(8) for _ in range(depth)]])
+        kl.regularize(model, l1_weight=0.01, l1_bias=0.001, l2_weight=0.01, l2_bias=0.001)
+        model.compile("sgd", "mse")
+        x, y = np.ones((4, 8), "float32"), np.zeros((4, 8), "float32")
+        model.train_on_batch(x, y)
+        step = lambda x, y: model.train_step((x, y))  # noqa: E731
+        plain = op_count(step, x, y)
+        logger = kl.PenaltyLogger()
+        logger.set_model(model)
+        attachment = metrics.attachment(model)
+        attachment.attach(logger)
+        try:
+            extra.append(op_count(step, x, y) - plain)
+        finally:
+            attachment.detach()
+    assert extra[0] == extra[1]
+    assert extra[0] < 40  # a few ops: the product, the write, the loss, the result
