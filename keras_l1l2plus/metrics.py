@@ -108,7 +108,8 @@ class PenaltyMetric(_keras.MetricContainer):
                 counts_in[:n, column] = plan.counts_in[:, j]
         counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
         counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
-        values = plan.combine([*plan.sums, as_float32(ops.sum(loss)), 1.0], [*plan.factors, 1.0, 1.0], counts_in)
+        loss = ops.stop_gradient(as_float32(ops.sum(loss)))  # a value for the logs, not part of the gradient
+        values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, 1.0, 1.0], counts_in)
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*self._sparsity().values(), *self._lambda_values()]

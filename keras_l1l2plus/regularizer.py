@@ -15,8 +15,8 @@ valid choice. Backends disagree on it (TensorFlow's `abs` gives 0, JAX's gives
 
 `L1L2Plus.__call__`, what Keras adds to the loss, takes both terms through
 one custom gradient (`penalty`): its backward pass is `(u·l1)·s(x) +
-(u·2·l2)·x` for the upstream u, a few ops per variable where autodiff of
-the two terms takes about twice as many (the op counts are in
+(u·2·l2)·x` for the upstream u: about 20 ops per variable in a TensorFlow
+train step where Keras's `L1L2` takes 28 (the op counts are in
 BENCHMARKS.md). `L1L2Plus.sums` and `terms` give the terms separately, each
 with its own gradient, for `penalty_terms`.
 
@@ -52,9 +52,10 @@ def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any]]]:
     Yields `{id(x): (x, Σ|x|, Σx²)}` for every `x` an `L1L2Plus` was called on
     meanwhile (a sum is None where its factor is 0), filled as Keras calls
     the regularizers on its variables while it computes the loss, so the
-    terms can be logged without computing them a second time. They are for
-    the logs: no gradient is taken through them. `x` is kept so that its id
-    stays its own.
+    terms can be logged without computing them a second time. They are
+    values for the logs: nothing differentiates them (on TensorFlow their
+    gradient would be autodiff's, not the penalty's). `x` is kept so that
+    its id stays its own.
     """
     previous = getattr(_recording, "terms", None)
     _recording.terms = {}
@@ -250,51 +251,52 @@ def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool 
     accumulation dtype already. With `l1_gradient=False` the L1 term
     counts in the value but not in the gradient (the proximal step applies
     it). A factor that is the constant 0 is not computed (its sum is None).
-    At least one term must have a gradient: `L1L2Plus.__call__` takes the
-    other cases through `terms`.
+    At least one term must have a gradient (a `ValueError` otherwise):
+    `L1L2Plus.__call__` takes the other cases through `L1L2Plus.sums`.
 
-    The sums come out of the custom gradient's forward pass, without
-    gradient, where the backend lets a value leave it (`_keras.forward_values_escape`);
-    elsewhere they are None.
+    The sums come out of the custom gradient's forward pass where the backend
+    lets a value leave it (`_keras.forward_values_escape`); elsewhere they
+    are None. They are values for the logs: do not differentiate them (on
+    TensorFlow their gradient would be autodiff's, not the penalty's).
     """
     x = read_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     acc = accumulation_dtype(dtype)
     with_l1, with_l2 = not factor_is_zero(l1), not factor_is_zero(l2)
+    if not (with_l2 or (with_l1 and l1_gradient)):
+        raise ValueError("penalty: no term has a gradient; take the value from `L1L2Plus.sums`.")
     l1, l2 = _factor(l1, acc), _factor(l2, acc)
+    keep = _keras.forward_values_escape()
     sums: list = [None, None]
-
-    same = acc == dtype  # decided once: no cast, in either direction, where nothing changes
+    same = acc == dtype  # decided once: float32 and float64 are used as they are, with no cast
 
     @ops.custom_gradient
     def _penalty(x):
         xa = x if same else ops.cast(x, acc)
-        if with_l1:
-            sums[0] = ops.sum(ops.absolute(xa))
-        if with_l2:
-            sums[1] = ops.sum(ops.square(xa))
+        l1_sum = ops.sum(ops.absolute(xa)) if with_l1 else None
+        l2_sum = ops.sum(ops.square(xa)) if with_l2 else None
+        if keep:
+            sums[:] = [l1_sum, l2_sum]
         if with_l1 and with_l2:
-            value = l1 * sums[0] + l2 * sums[1]
+            value = l1 * l1_sum + l2 * l2_sum
         else:
-            value = l1 * sums[0] if with_l1 else l2 * sums[1]
+            value = l1 * l1_sum if with_l1 else l2 * l2_sum
 
         def grad(*args, upstream=None):
+            # In the accumulation dtype, and rounded once to x's: a float16 or
+            # bfloat16 gradient is the correctly rounded l1·s(x) + 2·l2·x.
             u = _upstream(args, upstream)
             result = None
             if with_l1 and l1_gradient:
-                a = u * l1
-                result = (a if same else ops.cast(a, dtype)) * l1_slope(x, zero_grad)
+                result = (u * l1) * l1_slope(xa, zero_grad)
             if with_l2:
-                b = u * (2 * l2)
-                scaled = (b if same else ops.cast(b, dtype)) * x
+                scaled = (u * (2 * l2)) * xa
                 result = scaled if result is None else result + scaled
-            return result
+            return result if same else ops.cast(result, dtype)
 
         return value, grad
 
     value = _penalty(x)
-    if not _keras.forward_values_escape():
-        sums = [None, None]
     return value, sums[0], sums[1]
 
 

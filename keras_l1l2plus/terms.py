@@ -75,8 +75,8 @@ def penalty_terms(
     loop can minimise `data_loss + penalty_terms(model)["penalty"]`.
 
     `recorded` (from `regularizer.recording_terms`) holds the sums `L1L2Plus`
-    already computed for this step's loss; those are used as they are (for
-    the logs: no gradient flows through them).
+    already computed for this step's loss; those are used as they are, as
+    values for the logs (differentiate `penalty_terms` without `recorded`).
 
     Example:
 
@@ -112,6 +112,8 @@ class PenaltySums(NamedTuple):
 
         vector = s @ A,   A[i, key] = λ_i if term i counts in key, else 0
 
+    (computed as a broadcast product and one sum, in full float32)
+
     with `s` the stacked sums (`combine`): a few ops for the whole model,
     where adding term by term takes one op per term and key.
     """
@@ -137,8 +139,12 @@ class PenaltySums(NamedTuple):
         if any(is_factor_variable(f) for f in factors):
             stacked = stacked * ops.stack([as_float32(factor_tensor(f)) if is_factor_variable(f)
                                            else ops.convert_to_tensor(f, "float32") for f in factors])
-            return ops.matmul(stacked, counts_in)
-        return ops.matmul(stacked, counts_in * np.asarray(factors, dtype="float32")[:, None])
+            matrix = counts_in
+        else:
+            matrix = counts_in * np.asarray(factors, dtype="float32")[:, None]
+        # Elementwise, not `matmul`: a float32 matmul may run at reduced
+        # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
+        return ops.sum(ops.multiply(ops.expand_dims(stacked, 1), matrix), axis=0)
 
 
 def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded: dict | None = None) -> PenaltySums:

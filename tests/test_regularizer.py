@@ -208,6 +208,22 @@ def test_dtypes_value_and_gradient(dtype):
     np.testing.assert_allclose(to_numpy(grad), numpy_grad(rounded, 0.5, 0.25, 0.5), rtol=grad_rtol)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("l1, l2", [(1e-3, 1e-3), (1e-6, 3e-6), (0.0, 1e-8)])
+def test_half_precision_gradient_is_the_float32_formula_rounded_once(dtype, l1, l2):
+    """The gradient of a float16/bfloat16 variable: l1·s(x) + 2·l2·x in float32, then rounded to its dtype.
+
+    Rounding λ to the variable's dtype first would round twice, and a small λ·x
+    would underflow in float16.
+    """
+    x = keras.ops.cast(keras.ops.convert_to_tensor(tensor_with_zeros(seed=7, shape=(16, 16))), dtype)
+    _, grad = value_and_grad(L1L2Plus(l1=l1, l2=l2), x)
+    held = to_numpy(x).astype("float32")  # the values the tensor really holds
+    expected = np.float32(l1) * np.sign(held) + np.float32(2 * l2) * held  # float32, the backend's order
+    rounded_once = to_numpy(keras.ops.cast(keras.ops.convert_to_tensor(expected), dtype)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(grad).astype("float32"), rounded_once)
+
+
 def test_float16_sum_of_squares_does_not_overflow_unlike_keras_l1l2():
     x = keras.ops.full((100_000,), 300.0, dtype="float16")  # Σx² = 9e9 > float16 max
     keras_penalty = keras.regularizers.L1L2(l2=1.0)(x)
