@@ -37,10 +37,10 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
-from keras_l1l2plus.regularizer import recording_terms
+from keras_l1l2plus.regularizer import in_dtype, recording_terms
 from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
-from keras_l1l2plus.terms import as_float32, penalty_sums, penalty_terms, sparsity
+from keras_l1l2plus.terms import penalty_sums, penalty_terms, sparsity
 
 __all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
@@ -108,7 +108,7 @@ class PenaltyMetric(_keras.MetricContainer):
                 counts_in[:n, column] = plan.counts_in[:, j]
         counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
         counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
-        loss = ops.stop_gradient(as_float32(ops.sum(loss)))  # a value for the logs, not part of the gradient
+        loss = ops.stop_gradient(in_dtype(ops.sum(loss), "float32"))  # a value for the logs, not part of the gradient
         values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, 1.0, 1.0], counts_in)
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:

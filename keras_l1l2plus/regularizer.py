@@ -193,14 +193,14 @@ def read_tensor(x: Any) -> Any:
     return ops.copy(x) if hasattr(x, "assign") else x
 
 
-def _in_dtype(x: Any, dtype: str) -> Any:
+def in_dtype(x: Any, dtype: str) -> Any:
     """`x` cast to `dtype`, or `x` itself when it already is (no op)."""
     return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
 
 
 def _factor(value: Any, dtype: str) -> Any:
     """A λ for arithmetic in `dtype`: a Python float as it is, a tensor cast."""
-    return value if isinstance(value, float) else _in_dtype(factor_tensor(value), dtype)
+    return value if isinstance(value, float) else in_dtype(factor_tensor(value), dtype)
 
 
 def l1_slope(x: Any, zero_grad: float) -> Any:
@@ -226,9 +226,9 @@ def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
     @ops.custom_gradient
     def _l1_norm(x):
         def grad(*args, upstream=None):
-            return _in_dtype(_upstream(args, upstream), x.dtype) * l1_slope(x, zero_grad)
+            return in_dtype(_upstream(args, upstream), x.dtype) * l1_slope(x, zero_grad)
 
-        return ops.sum(ops.absolute(_in_dtype(x, accumulation_dtype(x.dtype)))), grad
+        return ops.sum(ops.absolute(in_dtype(x, accumulation_dtype(x.dtype)))), grad
 
     return _l1_norm(x)
 
@@ -236,7 +236,7 @@ def l1_norm(x: Any, zero_grad: float = 0.0) -> Any:
 def squared_l2_norm(x: Any) -> Any:
     """Σx² in the accumulation dtype; its gradient is 2x."""
     x = ops.convert_to_tensor(x)
-    return ops.sum(ops.square(_in_dtype(x, accumulation_dtype(x.dtype))))
+    return ops.sum(ops.square(in_dtype(x, accumulation_dtype(x.dtype))))
 
 
 def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
@@ -367,7 +367,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
         if factor_is_zero(self.l1):
             l1_sum = None
         elif self.proximal:
-            l1_sum = ops.stop_gradient(ops.sum(ops.absolute(_in_dtype(x, accumulation_dtype(x.dtype)))))
+            l1_sum = ops.stop_gradient(ops.sum(ops.absolute(in_dtype(x, accumulation_dtype(x.dtype)))))
         else:
             l1_sum = l1_norm(x, self.zero_grad)
         return l1_sum, None if factor_is_zero(self.l2) else squared_l2_norm(x)

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.regularizer import L1L2Plus, factor_is_zero, factor_tensor, is_factor_variable, validate_flag
+from keras_l1l2plus.regularizer import (L1L2Plus, factor_is_zero, factor_tensor, in_dtype, is_factor_variable,
+                                        validate_flag)
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
@@ -40,11 +41,6 @@ def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
     if type(regularizer) is keras.regularizers.L2:
         return L1L2Plus(l2=regularizer.l2)
     return None
-
-
-def as_float32(x: Any) -> Any:
-    """`x` in float32; no op where it already is."""
-    return x if keras.backend.standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")
 
 
 def penalty_terms(
@@ -137,8 +133,7 @@ class PenaltySums(NamedTuple):
             return ops.zeros((counts_in.shape[1],), dtype="float32")
         stacked = ops.stack(sums)
         if any(is_factor_variable(f) for f in factors):
-            stacked = stacked * ops.stack([as_float32(factor_tensor(f)) if is_factor_variable(f)
-                                           else ops.convert_to_tensor(f, "float32") for f in factors])
+            stacked = stacked * ops.stack([ops.convert_to_tensor(factor_tensor(f), "float32") for f in factors])
             matrix = counts_in
         else:
             matrix = counts_in * np.asarray(factors, dtype="float32")[:, None]
@@ -161,7 +156,7 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
             continue
         split = as_l1l2plus(regularizer)
         if split is None:
-            sums.append(as_float32(ops.sum(regularizer(owned.variable))))
+            sums.append(in_dtype(ops.sum(regularizer(owned.variable)), "float32"))
             factors.append(1.0)
             columns.append((keys["penalty"],))
             continue
@@ -175,7 +170,7 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
                 key = f"{name}/{owned.layer_path}"
                 counts_in += (layer_keys.setdefault(key, len(keys) + len(layer_keys)),)
             if total is not None:  # None: a factor that is the constant 0
-                sums.append(as_float32(total))
+                sums.append(in_dtype(total, "float32"))
                 factors.append(factor)
                 columns.append(counts_in)
     names = (*keys, *layer_keys)
