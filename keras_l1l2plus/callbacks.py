@@ -45,9 +45,12 @@ class PenaltyLogger(keras.callbacks.Callback):
         penalty        every weight penalty: what Keras adds to the loss
         data_loss      loss − penalty
         sparsity_weight, sparsity_bias   fraction of exactly-zero entries among the
-                       L1-regularized weights, biases (at the latest step's weights);
-                       only for a role whose variables take the proximal step (with
-                       subgradient steps it is 0 by construction)
+                       L1-regularized weights, biases, at the weights the latest
+                       step's loss used (before that step's update, as for the
+                       terms; so after `fit` the model is one update further and
+                       may hold more zeros); only for a role whose variables take
+                       the proximal step (with subgradient steps it is 0 by
+                       construction)
         val_data_loss  val_loss − penalty at the evaluated weights (with validation;
                        so are val_penalty and val_<term>)
 
@@ -117,9 +120,18 @@ class PenaltyLogger(keras.callbacks.Callback):
         self._keys: tuple[str, ...] = ()
         self._attachment: metrics.Attachment | None = None
         self._evaluating_only = False
+        self._unchecked = False  # the model was not built when attached: checked at a later batch
 
-    def _attach(self) -> None:
+    def _check_model(self) -> None:
+        """Warns of a model whose terms are all 0, or whose proximal L1 does not act; once it is built.
+
+        A model built at its first step (a `Sequential` without an `Input`)
+        has no variables at `on_train_begin`: it is checked at the next batch.
+        """
         model = self.model
+        self._unchecked = not model.built
+        if self._unchecked:
+            return
         if not any(o.variable.regularizer is not None for o in owned_trainable_variables(model)):
             warnings.warn(
                 f"PenaltyLogger: model {model.name!r} has no regularized trainable variable; "
@@ -136,6 +148,10 @@ class PenaltyLogger(keras.callbacks.Callback):
                 "optimizer=keras_l1l2plus.ProximalOptimizer(<your optimizer>).",
                 stacklevel=3,
             )
+
+    def _attach(self) -> None:
+        model = self.model
+        self._check_model()
         self._attachment = metrics.attachment(model)
         self._keys = self._attachment.attach(self).keys
         if self.progress_bar == "short":
@@ -149,9 +165,9 @@ class PenaltyLogger(keras.callbacks.Callback):
     def _holds(self) -> bool:
         return self._attachment is not None and self._attachment.logger is self
 
-    def _detach(self) -> None:
+    def _detach(self, ending_evaluate: bool = False) -> None:
         if self._holds():
-            self._attachment.detach()
+            self._attachment.detach(ending_evaluate=ending_evaluate)
         self._attachment = None
 
     def on_train_begin(self, logs=None):
@@ -165,10 +181,14 @@ class PenaltyLogger(keras.callbacks.Callback):
             self._attach()
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._unchecked:
+            self._check_model()
         if self._holds():
             self._attachment.claim("train")
 
     def on_test_batch_begin(self, batch, logs=None):
+        if self._unchecked:
+            self._check_model()
         if self._holds():
             self._attachment.claim("test")
 
@@ -179,10 +199,16 @@ class PenaltyLogger(keras.callbacks.Callback):
             for key in self._keys:
                 logs.pop(key, None)
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self._unchecked:  # an epoch of one batch
+            self._check_model()
+
     def on_test_end(self, logs=None):
+        if self._unchecked:
+            self._check_model()
         if self._evaluating_only:
             self._evaluating_only = False
-            self._detach()
+            self._detach(ending_evaluate=True)
 
     def on_train_end(self, logs=None):
         self._detach()

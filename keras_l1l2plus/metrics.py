@@ -40,7 +40,7 @@ from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import in_dtype, recording_terms
 from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, StepSwitch, make_step_function
-from keras_l1l2plus.terms import penalty_sums, penalty_terms, sparsity
+from keras_l1l2plus.terms import penalty_sums, sparsity
 
 __all__ = ["Attachment", "PenaltyMetric", "attachment"]
 
@@ -72,7 +72,7 @@ class PenaltyMetric(_keras.MetricContainer):
         keras.metrics.Metric.__init__(self, name=name, dtype="float32")
         self._sums = lambda recorded=None: penalty_sums(model, per_layer=per_layer, recorded=recorded)
         self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
-        self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_terms(model, per_layer=...)
+        self.mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_sums(model, per_layer=...)
         lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
         # In a closure: as attributes, Keras would track them as this metric's own state.
         self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
@@ -184,9 +184,11 @@ class Attachment:
                     "Two PenaltyLogger callbacks in one call of fit/evaluate: pass one. "
                     f"Received: {held!r} and {logger!r}"
                 )
+            if held is not None and held is not logger and _keras.is_running(self._running):
+                return self._join(held, logger)
             self.detach()  # left by a call that raised, or by this logger
         model = self.model
-        keys = tuple(penalty_terms(model, per_layer=logger.per_layer))
+        keys = penalty_sums(model, per_layer=logger.per_layer).keys
         roles = sparsity_roles(model)
         lambdas = lambda_variables(model)
         if (self.metric is None or self.metric.keys != (*keys, "data_loss", *latest_keys(roles, lambdas))
@@ -220,11 +222,35 @@ class Attachment:
         self.metric.reset_state()
         return self.metric
 
-    def detach(self) -> None:
-        """Gives the model back exactly what it had: its metrics, compute_loss and step functions."""
+    def _join(self, held: Any, logger: Any) -> PenaltyMetric:
+        """A logger of a call nested in the running one (a callback's `evaluate` or `fit`).
+
+        The nested call's steps run logged already (`runs_logged`); its logger
+        takes the running metric as it is and leaves the attachment to `held`,
+        so the outer call keeps logging after it.
+        """
+        if logger.per_layer != held.per_layer:
+            raise ValueError(
+                "A PenaltyLogger in a call nested in a logged fit (an evaluate or fit from a callback) "
+                "logs with the running logger's keys; this one asks for per_layer="
+                f"{logger.per_layer}, the running one has per_layer={held.per_layer}. Pass "
+                f"PenaltyLogger(per_layer={held.per_layer}), or no logger: the nested call is logged anyway."
+            )
+        return self.metric
+
+    def detach(self, ending_evaluate: bool = False) -> None:
+        """Gives the model back exactly what it had: its metrics, compute_loss and step functions.
+
+        `ending_evaluate`: called from the `on_test_end` of the standalone
+        `evaluate` the logger runs in. Without `return_dict=True`, Keras
+        flattens its logs right after; the penalty keys are left out of that
+        list by a one-call `_keras.flatten_results_without(..., once=True)`.
+        """
         if not self.attached:
             return
         self._uninstall()
+        if ending_evaluate and _keras.returns_flat_results(self._running):
+            _keras.flatten_results_without(self.model, self.metric.keys, once=True)
         for kind, switch in self.switches.items():
             if getattr(self.model, f"{kind}_function", None) is switch:
                 setattr(self.model, f"{kind}_function", switch.plain)
@@ -275,9 +301,12 @@ class Attachment:
         _keras.compute_loss_accepts_training(model, True)
         self._hooked = True
         _keras.add_model_metric(model, metric)
+        # A nested evaluate, train_on_batch or test_on_batch returns what it returns without the plugin.
+        _keras.flatten_results_without(model, metric.keys)
 
     def _uninstall(self) -> None:
         model = self.model
+        _keras.restore_flat_results(model)
         _keras.remove_model_metric(model, self.metric)
         if self._hooked:
             if self._user_compute_loss is _ABSENT:

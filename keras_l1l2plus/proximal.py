@@ -219,7 +219,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 "Invalid value for argument `inner_optimizer`: it is already a "
                 f"{type(inner).__name__}. Wrap the plain optimizer once; under mixed "
                 "precision, LossScaleOptimizer goes outside: "
-                "LossScaleOptimizer(ProximalOptimizer(Adam(...))), which compile() builds. "
+                "keras.optimizers.LossScaleOptimizer(keras_l1l2plus.ProximalOptimizer(keras.optimizers.Adam())), "
+                "which compile() builds under a mixed_float16 policy. "
                 f"Received: inner_optimizer={inner!r}"
             )
         if threshold not in THRESHOLDS:

@@ -147,10 +147,13 @@ def validate_penalty(value: Any, name: str) -> Any:
     if isinstance(value, LambdaEntry):
         return value
     if callable(value) or isinstance(value, keras.Variable):
+        # PenaltySchedule's keywords are regularize's: l1_weight, l1_bias, l2_weight, l2_bias.
+        schedule = (f"keras_l1l2plus.PenaltySchedule({name}_weight=...) for weights or "
+                    f"PenaltySchedule({name}_bias=...) for biases") if name in ("l1", "l2") else \
+            f"keras_l1l2plus.PenaltySchedule({name}=...)"
         raise ValueError(
             f"Invalid value for argument `{name}`: expected a float; to make a λ follow a schedule, "
-            f"pass the schedule to the callback keras_l1l2plus.PenaltySchedule({name}=...). "
-            f"Received: {name}={value!r}"
+            f"pass the schedule to the callback {schedule}. Received: {name}={value!r}"
         )
     value = _as_float(value, name)
     if not math.isfinite(value) or value < 0:
@@ -179,6 +182,22 @@ def validate_flag(value: Any, name: str) -> bool:
             f"Invalid value for argument `{name}`: expected a bool. Received: {name}={value!r}"
         )
     return bool(value)
+
+
+def as_input(x: Any) -> Any:
+    """`x`, the tensor a regularizer is called on, as a tensor of numbers; a `TypeError` naming `x` otherwise."""
+    if x is not None and not isinstance(x, (str, bytes)):
+        try:
+            tensor = ops.convert_to_tensor(x)
+            dtype = keras.backend.standardize_dtype(tensor.dtype)
+        except (TypeError, ValueError):  # what the backend could not make a tensor of
+            dtype = None
+        if dtype is not None and ("float" in dtype or "int" in dtype):
+            return tensor
+    raise TypeError(
+        "Invalid value for argument `x`: expected a tensor, variable or array of numbers to "
+        f"regularize. Received: x={x!r}"
+    )
 
 
 def read_tensor(x: Any) -> Any:
@@ -266,9 +285,15 @@ def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool 
     if not (with_l2 or (with_l1 and l1_gradient)):
         raise ValueError("penalty: no term has a gradient; take the value from `L1L2Plus.sums`.")
     l1, l2 = _factor(l1, acc), _factor(l2, acc)
+    same = acc == dtype  # decided once: float32 and float64 are used as they are, with no cast
+    if same and with_l1 and l1_gradient and with_l2 and not _keras.fused_gradient_saves_memory():
+        # TensorFlow's graph executor holds both full-size halves of the fused
+        # backward at once (one more copy of x than Keras's L1L2 at the peak);
+        # there the L2 term takes autodiff's 2x, which it schedules in place.
+        l1_sum, l2_sum = l1_norm(x, zero_grad), ops.sum(ops.square(x))
+        return l1 * l1_sum + l2 * l2_sum, l1_sum, l2_sum
     keep = _keras.forward_values_escape()
     sums: list = [None, None]
-    same = acc == dtype  # decided once: float32 and float64 are used as they are, with no cast
 
     @ops.custom_gradient
     def _penalty(x):
@@ -363,7 +388,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
         Σ|x| has the gradient s(x) (`l1_slope`), or none with `proximal=True`
         (the proximal step applies L1); Σx² has 2x.
         """
-        x = ops.convert_to_tensor(x)
+        x = as_input(x)
         if factor_is_zero(self.l1):
             l1_sum = None
         elif self.proximal:
@@ -384,11 +409,12 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
+        tensor = as_input(x)  # `x` itself keys the recorded sums
         if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient to define
-            l1_sum, l2_sum = self.sums(x)
-            value = self._terms_of(x, l1_sum, l2_sum)[0]
+            l1_sum, l2_sum = self.sums(tensor)
+            value = self._terms_of(tensor, l1_sum, l2_sum)[0]
         else:
-            value, l1_sum, l2_sum = penalty(x, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
+            value, l1_sum, l2_sum = penalty(tensor, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
         recorded = getattr(_recording, "terms", None)
         if recorded is not None and (l1_sum is not None or l2_sum is not None):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
@@ -412,6 +438,11 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"Invalid value for argument `config`: expected the dict of {cls.__name__}.get_config(). "
+                f"Received: config={config!r}"
+            )
         unknown = sorted(set(config) - set(_CONFIG_KEYS))
         if unknown:
             raise ValueError(

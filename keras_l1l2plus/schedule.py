@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from typing import Any, Callable, Union
 
 import keras
@@ -245,6 +246,18 @@ class PenaltySchedule(keras.callbacks.Callback):
         super().set_model(model)
         self._state, self._variables = _schedule_on(model, tuple(self.schedules))
 
+    def on_train_begin(self, logs=None):
+        # Two schedules of one term in one fit would overwrite each other's λ at every step.
+        owners = self._state.setdefault("owners", {})  # term → weak reference to its schedule
+        for term in self.schedules:
+            other = owners.get(term, lambda: None)()
+            if other is not None and other is not self and other.params is self.params:
+                raise ValueError(
+                    f"Two PenaltySchedule callbacks set {term} in one fit: pass one. "
+                    f"Received: {other!r} and {self!r}"
+                )
+            owners[term] = weakref.ref(self)
+
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model  # on JAX this syncs the trainer's state, which it reads again before the step
         counter = model.optimizer
@@ -276,9 +289,15 @@ class PenaltySchedule(keras.callbacks.Callback):
         changed = {}
         for term, value in values.items():
             try:
+                if value is None:  # None means "leave it alone" only as the argument of PenaltySchedule
+                    raise ValueError(value)
                 value = validate_penalty(value, term)
-            except ValueError as error:
-                raise ValueError(f"PenaltySchedule({term}=...) gave an invalid λ at {when}: {error}") from None
+            except ValueError:
+                hint = " (a function without `return` returns None)" if value is None else ""
+                raise ValueError(
+                    f"PenaltySchedule({term}=...) returned an invalid λ at {when}: {value!r}{hint}. "
+                    "Expected a finite, non-negative float."
+                ) from None
             if self._state["entries"][term].value != value:
                 changed[term] = value
         if changed:

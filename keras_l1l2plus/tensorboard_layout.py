@@ -32,9 +32,21 @@ __all__ = ["CATEGORY", "tensorboard_layout", "write_tensorboard_layout"]
 CATEGORY = "keras-l1l2plus: Loss = DataLoss + L1w + L1b + L2w + L2b"
 
 
+def _tensorboard():
+    """TensorBoard's `plugins.custom_scalar.layout_pb2`; an `ImportError` that says what to install."""
+    try:
+        from tensorboard.plugins.custom_scalar import layout_pb2
+    except ImportError as error:
+        raise ImportError(
+            "write_tensorboard_layout needs the `tensorboard` package: pip install tensorboard "
+            f"(or keras-l1l2plus[examples]). Import error: {error}"
+        ) from error
+    return layout_pb2
+
+
 def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False):
     """The custom-scalars `Layout` proto of the charts above."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
+    layout_pb2 = _tensorboard()
 
     def chart(title: str, *tags: str):
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
@@ -82,29 +94,29 @@ def write_tensorboard_layout(
             "Invalid value for argument `log_dir`: expected a directory path (str or os.PathLike). "
             f"Received: log_dir={log_dir!r}"
         )
-    if Path(log_dir).exists() and not Path(log_dir).is_dir():
-        raise NotADirectoryError(f"Invalid value for argument `log_dir`: {str(log_dir)!r} is a file, not a directory.")
+    directory = Path(log_dir)
+    for path in (directory, *directory.parents):  # the nearest that exists must be a directory
+        if path.exists():
+            if not path.is_dir():
+                raise NotADirectoryError(
+                    f"Invalid value for argument `log_dir`: {str(path)!r} is a file, not a directory. "
+                    f"Received: log_dir={str(log_dir)!r}"
+                )
+            break
     sparsity = validate_flag(sparsity, "sparsity")
     per_layer = validate_flag(per_layer, "per_layer")
-    try:
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.plugins.custom_scalar import metadata
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        from tensorboard.util import tensor_util
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "write_tensorboard_layout needs the `tensorboard` package: pip install tensorboard "
-            "(or keras-l1l2plus[examples])."
-        ) from error
+    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer)  # the ImportError first
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.custom_scalar import metadata
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
 
-    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer)
     # What tensorboard.plugins.custom_scalar.summary.pb builds, without importing TensorFlow.
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
         tag=metadata.CONFIG_SUMMARY_TAG,
         metadata=metadata.create_summary_metadata(),
         tensor=tensor_util.make_tensor_proto(layout.SerializeToString()),
     )])
-    directory = Path(log_dir)
     before = set(directory.glob("*.layout"))
     writer = EventFileWriter(str(directory), filename_suffix=".layout")
     try:

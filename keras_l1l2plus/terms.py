@@ -63,6 +63,9 @@ def penalty_terms(
     regularizer counts in `penalty` only. With only those four kinds,
     `penalty == l1_weight + l1_bias + l2_weight + l2_bias`.
 
+    The model must be built (`ValueError` otherwise): an unbuilt model has
+    no variables yet, and its terms would read 0.
+
     With `per_layer=True` the dict also holds `"<term>/<layer>"` for each
     layer with a regularized variable of that role (`<layer>` is the layer's
     path inside the model, e.g. `"dense_1"` or `"lstm/lstm_cell"`).
@@ -82,6 +85,12 @@ def penalty_terms(
     >>> sorted(kl.penalty_terms(model))
     ['l1_bias', 'l1_weight', 'l2_bias', 'l2_weight', 'penalty']
     """
+    if isinstance(model, keras.layers.Layer) and not model.built:  # other kinds: penalty_sums' TypeError
+        raise ValueError(
+            f"penalty_terms: {type(model).__name__} {model.name!r} is not built, so it has no variables and "
+            "its penalty is not defined yet. Build it first: model.build(input_shape), or call it on a "
+            "batch, model(x)."
+        )
     plan = penalty_sums(model, per_layer=per_layer, recorded=recorded)
     return dict(zip(plan.keys, ops.unstack(plan.combine())))
 
