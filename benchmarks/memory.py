@@ -76,6 +76,23 @@ def measure(variant: str, params: float, layers: int, jit_compile: str = "auto")
     return result
 
 
+def xla_buffers(params: float) -> None:
+    """JAX: XLA's own buffer plan for the penalty's value and gradient of one kernel (exact, no RSS noise)."""
+    import jax
+    import keras
+    import numpy as np
+
+    import keras_l1l2plus as kl
+
+    width = int(round(params ** 0.5))
+    kernel = jax.numpy.asarray(np.random.default_rng(0).standard_normal((width, width)).astype("float32"))
+    print(f"\nXLA buffers of jit(value_and_grad(regularizer)) on one {width}×{width} float32 kernel, MiB")
+    print("| regularizer | temporaries | outputs |\n|---|---:|---:|")
+    for name, regularizer in (("keras", keras.regularizers.L1L2(1e-6, 1e-6)), ("plus", kl.L1L2Plus(1e-6, 1e-6))):
+        memory = jax.jit(jax.value_and_grad(regularizer)).lower(kernel).compile().memory_analysis()
+        print(f"| {name} | {memory.temp_size_in_bytes / 2**20:.1f} | {memory.output_size_in_bytes / 2**20:.1f} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=float, default=20e6)
@@ -103,6 +120,8 @@ def main(argv=None) -> int:
             values = sorted(row[name] for row in rows)
             cells.append(f"{statistics.median(values):.0f} ({values[0]:.0f}–{values[-1]:.0f})")
         print(f"| {variant} | {cells[0]} | {cells[1]} |", flush=True)
+    if keras.backend.backend() == "jax":
+        xla_buffers(args.params)
     return 0
 
 

@@ -321,8 +321,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 l1 = l1.read(self._lambdas.get(id(l1.variable)))
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
-                change = -shrinkage
-                zero = ops.equal(shrinkage, updated) if first_ema_step is not None else None  # |w| ≤ t
+                if first_ema_step is not None:  # only EMA reads them (on PyTorch each is a full-size tensor)
+                    change, zero = -shrinkage, ops.equal(shrinkage, updated)  # zero: |w| ≤ t
                 variable.assign_sub(shrinkage)
             else:  # the variable's own constraint applies last
                 value = variable.constraint(updated - shrinkage)

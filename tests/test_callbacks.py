@@ -546,3 +546,42 @@ def test_multi_worker_mirrored_two_processes_match_a_single_process(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     kernels = [np.array(w) for w in expected["weights"][::2]]
     assert sum((k == 0).sum() for k in kernels) > 0  # the proximal step made zeros
+
+
+def test_a_sequential_built_at_its_first_step_is_not_warned_about():
+    """A Sequential without an Input is built by the first step, after on_train_begin: no false warning."""
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([L.Dense(4, activation="tanh"), L.Dense(2)])
+    kl.regularize(model, **LAMBDAS)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # lr 0: the weights stay where they start
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = model.fit(x, y, batch_size=len(x), epochs=2, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+    expected = numpy_terms(model.get_weights())
+    for key in (*TERMS, "penalty"):
+        assert history[key] == pytest.approx([expected[key]] * 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [N_TRAIN, BATCH], ids=["one_batch", "several_batches"])
+def test_an_unregularized_sequential_built_at_its_first_step_is_still_warned_about(batch_size):
+    x, y = make_data()
+    model = keras.Sequential([L.Dense(4), L.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.warns(UserWarning, match="no regularized trainable variable"):
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
+
+
+def test_sparsity_is_that_of_the_weights_the_last_steps_loss_used():
+    """As documented: the weights before the last update; the model fit returns is one update further."""
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), L.Dense(2)])
+    kl.regularize(model, l1_weight=0.5, proximal_weight=True)
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    seen = Recorder()
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[kl.PenaltyLogger(), seen]).history
+    before_last_update = seen.weights[-1][0]
+    assert history["sparsity_weight"][-1] == pytest.approx(np.mean(before_last_update == 0), abs=1e-7)
+    assert 0 < np.mean(model.layers[0].kernel.numpy() == 0)

@@ -449,3 +449,112 @@ def test_logged_step_costs_the_same_few_ops_whatever_the_number_of_variables():
             attachment.detach()
     assert extra[0] == extra[1]
     assert extra[0] < 40  # a few ops: the product, the write, the loss, the result
+
+
+class CallAtFirstEpochEnd(keras.callbacks.Callback):
+    """At the end of epoch 0, `call(model)`; keeps what it returned."""
+
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.result = call, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.result = self.call(self.model)
+
+
+@pytest.mark.parametrize("inner", ["evaluate", "fit"])
+def test_a_logger_nested_in_a_logged_fit_joins_it(inner):
+    """A callback's own evaluate/fit with a PenaltyLogger logs its terms and leaves the outer fit's logging on."""
+    x, y = make_data()
+
+    def nested(model):
+        if inner == "evaluate":
+            return model.evaluate(x[:16], y[:16], verbose=0, return_dict=True, callbacks=[kl.PenaltyLogger()])
+        logs = model.fit(x[:16], y[:16], epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()]).history
+        return {key: values[-1] for key, values in logs.items()}
+
+    call = CallAtFirstEpochEnd(nested)
+    model = make_model()
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[kl.PenaltyLogger(), call]).history
+    assert {len(values) for values in history.values()} == {3}
+    assert "penalty" in history and "data_loss" in history
+    for epoch in range(3):
+        assert history["loss"][epoch] == pytest.approx(history["data_loss"][epoch] + history["penalty"][epoch],
+                                                       rel=1e-6)
+    assert call.result["loss"] == pytest.approx(call.result["data_loss"] + call.result["penalty"], rel=1e-6)
+    assert set(model.fit(x, y, epochs=1, verbose=0).history) == KERAS_KEYS
+    assert not {"compute_loss", "_flatten_metrics_in_order"} & set(vars(model))
+
+
+def test_a_nested_logger_with_other_keys_is_refused_by_name():
+    x, y = make_data()
+    call = CallAtFirstEpochEnd(lambda model: model.evaluate(x, y, verbose=0, callbacks=[kl.PenaltyLogger(per_layer=True)]))
+    model = make_model()
+    with pytest.raises(ValueError, match=r"per_layer=True.*PenaltyLogger\(per_layer=False\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(), call])
+    fixed = CallAtFirstEpochEnd(lambda model: model.evaluate(x, y, verbose=0, callbacks=[kl.PenaltyLogger(per_layer=False)]))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger(), fixed])  # the suggested fix runs
+    assert isinstance(fixed.result, list) and len(fixed.result) == 2
+
+
+def _nested_results(model):
+    x, y = make_data()
+    return {
+        "evaluate": model.evaluate(x, y, verbose=0),
+        "train_on_batch": model.train_on_batch(x[:8], y[:8]),
+        "test_on_batch": model.test_on_batch(x[:8], y[:8]),
+    }
+
+
+@pytest.mark.parametrize("metrics", [[], ["mae"]], ids=["loss_only", "with_a_metric"])
+def test_nested_calls_return_what_keras_returns(metrics):
+    """evaluate, train_on_batch and test_on_batch from a callback return what a control model's return."""
+    x, y = make_data()
+    results = {}
+    for logged in (False, True):
+        model = make_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=metrics)
+        call = CallAtFirstEpochEnd(_nested_results)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[kl.PenaltyLogger(), call] if logged else [call])
+        results[logged] = call.result
+    for name, control in results[False].items():
+        ours = results[True][name]
+        assert type(ours) is type(control), name
+        np.testing.assert_allclose(ours, control, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("metrics", [[], ["mae"]], ids=["loss_only", "with_a_metric"])
+def test_evaluate_with_its_own_logger_returns_what_keras_returns(metrics):
+    x, y = make_data()
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=metrics)
+    control = model.evaluate(x, y, verbose=0)
+    ours = model.evaluate(x, y, verbose=0, callbacks=[kl.PenaltyLogger()])
+    assert type(ours) is type(control)
+    np.testing.assert_allclose(ours, control, rtol=1e-6)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True, callbacks=[kl.PenaltyLogger()])
+    assert {"penalty", "data_loss", *KERAS_KEYS} - {"mae"} - set(metrics) <= set(logs)
+    assert "_flatten_metrics_in_order" not in vars(model)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(control, rel=1e-6)
+
+
+@only_on("tensorflow", "torch", reason="a stateful test_step(data); JAX's is test_step(state, data)")
+def test_a_custom_test_steps_extra_values_stay_last_in_evaluates_list():
+    """As Keras's own test_evaluate_with_custom_test_step_flat: the step's own keys follow the metrics."""
+
+    class Custom(keras.Sequential):
+        def test_step(self, data):
+            logs = super().test_step(data)
+            return {**logs, "my_custom_metric": 5.0}
+
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = Custom([keras.Input((5,)), L.Dense(2)])
+    kl.regularize(model, **LAMBDAS)
+    model.compile(optimizer="sgd", loss="mse")
+    control = model.evaluate(x, y, verbose=0)
+    ours = model.evaluate(x, y, verbose=0, callbacks=[kl.PenaltyLogger()])
+    assert ours[-1] == control[-1] == 5.0
+    assert len(ours) == len(control)

@@ -408,3 +408,19 @@ def test_export_savedmodel_serves(tmp_path):
     model.export(str(tmp_path / "exported"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "exported"))
     np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("x", [None, "abc", b"abc", np.array(["a", "b"])], ids=["None", "str", "bytes", "str_array"])
+@pytest.mark.parametrize("method", ["__call__", "terms", "sums"])
+@pytest.mark.parametrize("factors", [dict(l1=0.1, l2=0.1), dict(l1=0.1, proximal=True), dict()],
+                         ids=["both", "proximal", "none"])
+def test_a_non_numeric_input_is_a_type_error_naming_x(x, method, factors):
+    regularizer = L1L2Plus(**factors)
+    with pytest.raises(TypeError, match=r"Invalid value for argument `x`: expected a tensor.*Received: x="):
+        getattr(regularizer, method)(x)
+
+
+@pytest.mark.parametrize("config", [None, "l1=0.1", [("l1", 0.1)]])
+def test_from_config_of_a_non_dict_names_config(config):
+    with pytest.raises(TypeError, match=r"Invalid value for argument `config`.*Received: config="):
+        L1L2Plus.from_config(config)

@@ -255,3 +255,44 @@ def test_a_fit_that_raises_leaves_the_lambda_of_the_moment_and_nothing_that_runs
     control.layers[0].kernel.assign(np.full((3, 2), np.prod([1 - 0.2 * lam(t) for t in range(4)]), "float32"))
     control.fit(*ZEROS, batch_size=1, epochs=1, verbose=0)
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), control.layers[0].kernel.numpy(), rtol=1e-6)
+
+
+class NaNAfter(keras.optimizers.schedules.LearningRateSchedule):
+    """A per-step schedule that turns NaN from step 3 on."""
+
+    def __call__(self, step):
+        step = keras.ops.convert_to_tensor(step, "float32")
+        return keras.ops.where(step < 3, 0.1, float("nan"))
+
+
+@pytest.mark.parametrize("returned, shown", [
+    (None, "None (a function without `return` returns None)"), (float("nan"), "nan"), (float("inf"), "inf"),
+    (-1.0, "-1.0"), ("0.1", "'0.1'"), (True, "True"),
+], ids=["None", "nan", "inf", "negative", "str", "bool"])
+def test_a_bad_value_returned_by_a_schedule_is_refused_naming_the_term_the_epoch_and_the_value(returned, shown):
+    model = decay_model()
+    schedule = kl.PenaltySchedule(l2_weight=lambda epoch: 0.1 if epoch == 0 else returned)
+    with pytest.raises(ValueError) as error:
+        model.fit(*ZEROS, epochs=2, verbose=0, callbacks=[schedule])
+    assert str(error.value) == (f"PenaltySchedule(l2_weight=...) returned an invalid λ at epoch 1: {shown}. "
+                                "Expected a finite, non-negative float.")
+    # The fit stopped before a step with that λ: the λ of the moment is the last good one.
+    assert model.layers[0].kernel_regularizer.get_config()["l2"] == 0.1
+
+
+def test_a_per_step_schedule_that_turns_nan_is_refused_at_that_step():
+    model = decay_model()
+    with pytest.raises(ValueError, match=r"^PenaltySchedule\(l2_weight=\.\.\.\) returned an invalid λ at step 3: nan\."):
+        model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=NaNAfter())])
+
+
+def test_two_schedules_of_one_term_in_one_fit_are_refused():
+    model = decay_model()
+    with pytest.raises(ValueError, match="Two PenaltySchedule callbacks set l2_weight in one fit: pass one"):
+        model.fit(*ZEROS, epochs=1, verbose=0,
+                  callbacks=[kl.PenaltySchedule(l2_weight=0.1), kl.PenaltySchedule(l2_weight=0.2)])
+    schedule = kl.PenaltySchedule(l2_weight=0.3)
+    for _ in range(2):  # one schedule in consecutive fits is fine, as is a new one in a later fit
+        model.fit(*ZEROS, epochs=1, verbose=0, callbacks=[schedule])
+    model.fit(*ZEROS, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=0.4)])
+    assert model.layers[0].kernel_regularizer.get_config()["l2"] == 0.4

@@ -104,3 +104,23 @@ def test_a_file_is_not_a_log_dir(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError, match="log_dir"):
         kl.write_tensorboard_layout(tmp_path / "file")
+
+
+def test_a_path_below_a_file_names_the_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"'.*file' is a file, not a directory\. Received: log_dir="):
+        kl.write_tensorboard_layout(tmp_path / "file" / "runs" / "exp1")
+
+
+def test_a_missing_log_dir_is_made(tmp_path):
+    written = kl.write_tensorboard_layout(tmp_path / "runs" / "exp1")
+    assert written.parent == tmp_path / "runs" / "exp1"
+    assert read_layout(written.parent)
+
+
+def test_without_tensorboard_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorboard.plugins.custom_scalar", None)  # import fails, as if absent
+    monkeypatch.setitem(sys.modules, "tensorboard.plugins.custom_scalar.layout_pb2", None)
+    with pytest.raises(ImportError, match=r"needs the `tensorboard` package: pip install tensorboard"):
+        kl.write_tensorboard_layout(tmp_path)
+    assert not list(tmp_path.iterdir())

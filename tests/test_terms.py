@@ -127,3 +127,19 @@ def test_inside_a_compiled_function_and_xla():
         values = compiled(lambda: kl.penalty_terms(model), xla=xla)()
         for k, v in values.items():
             assert float(v) == pytest.approx(eager[k], rel=1e-6)
+
+
+def test_an_unbuilt_model_is_an_error_whose_fixes_run():
+    """No variables yet: the terms are not 0, they are not defined; both suggested fixes work."""
+    model = keras.Sequential([L.Dense(4), L.Dense(1)])
+    kl.regularize(model, l2_weight=0.1)
+    with pytest.raises(ValueError, match=r"is not built.*model\.build\(input_shape\).*model\(x\)"):
+        kl.penalty_terms(model)
+    model.build((None, 3))  # the first suggested fix
+    kernels = [w for w in model.get_weights() if w.ndim == 2]
+    assert float(kl.penalty_terms(model)["penalty"]) == pytest.approx(
+        0.1 * sum(np.square(k.astype("float64")).sum() for k in kernels), rel=1e-5)
+    other = keras.Sequential([L.Dense(2)])
+    kl.regularize(other, l1_weight=0.1)
+    other(np.ones((1, 3), "float32"))  # the second
+    assert float(kl.penalty_terms(other)["l1_weight"]) > 0
