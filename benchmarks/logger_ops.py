@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_l1l2plus as kl  # noqa: E402
-from keras_l1l2plus import metrics  # noqa: E402
+from keras_l1l2plus.logger import attachment as metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from op_count import dispatched_ops, graph_ops  # noqa: E402

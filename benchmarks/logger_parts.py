@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import keras_l1l2plus as kl  # noqa: E402
-from keras_l1l2plus import metrics  # noqa: E402
+from keras_l1l2plus.logger import metric as metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_check import EpochClock  # noqa: E402

@@ -1,7 +1,7 @@
 """keras-l1l2plus: L1 and L2 regularization for Keras 3, done properly.
 
-    Loss = DataLoss + L1w + L1b + L2w + L2b
-    L1 = λ1·Σ|x|,  L2 = λ2·Σx²   (separate λs for weights and biases)
+Loss = DataLoss + L1w + L1b + L2w + L2b
+L1 = λ1·Σ|x|,  L2 = λ2·Σx²   (separate λs for weights and biases)
 """
 
 try:
@@ -17,7 +17,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 (tf.k
     raise ImportError(f"keras_l1l2plus needs Keras 3; Keras {keras.__version__} is installed.")
 
 from keras_l1l2plus.apply import regularize  # noqa: E402
-from keras_l1l2plus.callbacks import PenaltyLogger, ProximalL1  # noqa: E402
+from keras_l1l2plus.logger import PenaltyLogger  # noqa: E402
 from keras_l1l2plus.proximal import ProximalOptimizer  # noqa: E402
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
 from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
@@ -30,10 +30,19 @@ __all__ = [
     "L1L2Plus",
     "PenaltyLogger",
     "PenaltySchedule",
-    "ProximalL1",
     "ProximalOptimizer",
     "penalty_terms",
     "regularize",
     "write_tensorboard_layout",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ProximalL1":  # the callback of 0.1
+        raise AttributeError(
+            "keras_l1l2plus.ProximalL1 was removed in 0.2: the proximal L1 step is part of the "
+            "optimizer's update. Compile with optimizer=keras_l1l2plus.ProximalOptimizer(<your "
+            "optimizer>) and drop the callback."
+        )
+    raise AttributeError(f"module 'keras_l1l2plus' has no attribute {name!r}")

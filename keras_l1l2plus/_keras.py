@@ -17,26 +17,32 @@ import keras
 __all__ = [
     "MetricContainer",
     "add_model_metric",
-    "compute_loss_accepts_training",
+    "ema_average",
     "flatten_layers",
     "flatten_results_without",
     "forward_values_escape",
     "fused_gradient_saves_memory",
+    "hook_compute_loss",
     "is_running",
-    "lower_is_better",
+    "mean_gradient",
     "micro_steps",
+    "model_state",
     "num_replicas",
     "optimizer_built_variables",
     "optimizer_own_variables",
-    "optimizer_slot",
     "own_trainable_variables",
     "remove_model_metric",
     "replace_progress_bar",
     "restore_flat_results",
     "returns_flat_results",
     "running_call",
+    "second_moment",
+    "set_step_function",
     "state_is_threaded",
+    "step_function",
+    "synced_model",
     "thread_state_variable",
+    "unhook_compute_loss",
     "without_metric_state",
 ]
 
@@ -45,9 +51,9 @@ try:
     # monitored metric's direction (mode="auto") only from the sub-metrics of
     # this container class; being one lets them monitor "val_data_loss".
     # Fallback: a plain Metric; monitors then need mode="min".
-    from keras.src.trainers.compile_utils import MetricsList as MetricContainer
+    from keras.src.trainers.compile_utils import MetricsList as _MetricsList
 except ImportError:  # pragma: no cover - other Keras layouts
-    MetricContainer = keras.metrics.Metric
+    _MetricsList = keras.metrics.Metric
 
 
 class _LowerIsBetter(keras.metrics.Metric):
@@ -66,9 +72,17 @@ class _LowerIsBetter(keras.metrics.Metric):
         return keras.ops.zeros(())
 
 
-def lower_is_better(name: str) -> keras.metrics.Metric:
-    """A stand-in sub-metric `name` that Keras's monitors read as lower-is-better."""
-    return _LowerIsBetter(name=name)
+class MetricContainer(_MetricsList):
+    """A float32 metric whose `lower_is_better` keys Keras's monitors read as lower-is-better.
+
+    The container's sub-metrics (`self.metrics`, `MetricsList`'s own
+    attribute) are stand-ins that only carry a name and a direction; the
+    subclass computes every value in its own `result()`.
+    """
+
+    def __init__(self, name: str, lower_is_better: Any):
+        keras.metrics.Metric.__init__(self, name=name, dtype="float32")  # not MetricsList's: no sub-metrics to own
+        self.metrics = [_LowerIsBetter(name=key) for key in lower_is_better]
 
 
 def running_call(model: Any) -> Any:
@@ -259,25 +273,42 @@ def remove_model_metric(model: Any, metric: Any) -> None:
     model._metrics[:] = [m for m in model._metrics if m is not metric]
 
 
-def compute_loss_accepts_training(model: Any, value: bool) -> None:
-    """Tells Keras's `train_step` whether `model.compute_loss` takes `training=`.
-
-    Keras caches the answer at `Model.__init__` in
-    `_compute_loss_has_training_arg` and reads it in `_compute_loss`; a
-    `compute_loss` replaced on the instance must update it.
-    """
-    model._compute_loss_has_training_arg = value
-
-
-def optimizer_slot(optimizer: Any, name: str, variable: Any) -> Any:
-    """The optimizer's state variable `name` for `variable` (e.g. Adam's `_velocities`).
-
-    Keras optimizers keep their per-variable state in private lists indexed
-    by `_get_variable_index`; the proximal step's per-coordinate step size
-    needs it. Fallback: `ProximalOptimizer(threshold="decoupled")` reads only
-    the learning rate.
-    """
+def _slot(optimizer: Any, name: str, variable: Any) -> Any:
+    """The optimizer's state variable `name` for `variable` (its private per-variable list, by Keras's index)."""
     return getattr(optimizer, name)[optimizer._get_variable_index(variable)]
+
+
+def second_moment(optimizer: Any, variable: Any) -> Any:
+    """The per-coordinate second moment the update divided by: Adam's v (v̂max with amsgrad), RMSprop's v,
+    Adagrad's accumulator a.
+
+    Keras optimizers keep their per-variable state in private lists
+    (`_velocities`, `_velocity_hats`, `_accumulators`) indexed by
+    `_get_variable_index`; the proximal step's per-coordinate step size
+    needs it. Fallback: `ProximalOptimizer(threshold="decoupled")` reads
+    only the learning rate.
+    """
+    if isinstance(optimizer, keras.optimizers.Adam):  # AdamW and subclasses too
+        return _slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
+    if isinstance(optimizer, keras.optimizers.RMSprop):
+        return _slot(optimizer, "_velocities", variable)
+    if isinstance(optimizer, keras.optimizers.Adagrad):
+        return _slot(optimizer, "_accumulators", variable)
+    raise TypeError(f"no second moment known for {type(optimizer).__name__}")
+
+
+def mean_gradient(optimizer: Any, variable: Any) -> Any:
+    """A centered RMSprop's running mean of the gradient, ḡ (`_average_gradients`)."""
+    return _slot(optimizer, "_average_gradients", variable)
+
+
+def ema_average(optimizer: Any, variable: Any) -> Any:
+    """The optimizer's EMA of `variable` (`_model_variables_moving_average`, with `use_ema=True`).
+
+    The proximal step keeps it exactly 0 where the weight is; public API has
+    no handle on it.
+    """
+    return _slot(optimizer, "_model_variables_moving_average", variable)
 
 
 def optimizer_own_variables(optimizer: Any) -> list:
@@ -367,3 +398,79 @@ def fused_gradient_saves_memory() -> bool:
     backend fact, kept here with the others.
     """
     return keras.backend.backend() != "tensorflow"
+
+
+def hook_compute_loss(model: Any, make_hook: Any) -> Any:
+    """Puts `make_hook(compute_loss, takes_training)` on the instance as `model.compute_loss`.
+
+    `compute_loss` is what Keras's train and test steps call for the loss;
+    a hook on the instance sees every step's loss, overrides included.
+    Keras caches at `Model.__init__` whether `compute_loss` takes
+    `training=` (`_compute_loss_has_training_arg`, read in `_compute_loss`):
+    the hook takes it, so the cache is set. Returns what `unhook_compute_loss`
+    needs to put things back.
+    """
+    saved = vars(model).get("compute_loss", _ABSENT)
+    compute_loss = model.compute_loss  # the bound method, overrides included
+    object.__setattr__(model, "compute_loss", make_hook(compute_loss, _takes_training(compute_loss)))
+    model._compute_loss_has_training_arg = True
+    return saved
+
+
+def unhook_compute_loss(model: Any, saved: Any) -> None:
+    """Gives `model` back its own `compute_loss` (and Keras's cached answer about `training=`)."""
+    if saved is _ABSENT:
+        object.__delattr__(model, "compute_loss")
+    else:
+        object.__setattr__(model, "compute_loss", saved)
+    model._compute_loss_has_training_arg = _takes_training(model.compute_loss)
+
+
+def _takes_training(compute_loss: Any) -> bool:
+    import inspect
+
+    return "training" in inspect.signature(compute_loss).parameters
+
+
+_ABSENT = object()
+
+
+def step_function(model: Any, kind: str) -> Any:
+    """`model.train_function` or `model.test_function` (what `fit`/`evaluate` call per step), or None."""
+    return getattr(model, f"{kind}_function", None)
+
+
+def set_step_function(model: Any, kind: str, function: Any) -> None:
+    """Sets `model.<kind>_function`, the cached step Keras calls (public attributes, set by `make_*_function`)."""
+    setattr(model, f"{kind}_function", function)
+
+
+def model_state(model: Any, key: str, make: Any = None) -> Any:
+    """The plugin's own state `key` kept on `model` (created by `make()` when given and absent), or None.
+
+    Stored as `model._keras_l1l2plus_<key>`, past Keras's attribute
+    tracking (`object.__setattr__`), so it is neither a weight, nor a
+    sublayer, nor saved: the logger's attachment and the schedule's λ vector
+    state. Nothing of it changes what Keras computes unless the plugin puts
+    it in place.
+    """
+    name = f"_keras_l1l2plus_{key}"
+    found = vars(model).get(name)
+    if found is None and make is not None:
+        found = make()
+        object.__setattr__(model, name, found)
+    return found
+
+
+def synced_model(callback: Any) -> Any:
+    """`callback.model`, its variables holding the trainer's current state (on JAX).
+
+    Keras's JAX trainer keeps the step's state outside the variables during
+    an epoch, and `Callback.model`'s getter calls `model.jax_state_sync()`
+    to write it back (keras/src/callbacks/callback.py); after that the
+    trainer takes its state from the variables again. A callback that
+    assigns a variable the next step reads (a λ) must read the model this
+    way first. The seam test checks that the getter syncs; fallback, if it
+    stops: assigned λs would be lost on JAX, which the schedule tests catch.
+    """
+    return callback.model

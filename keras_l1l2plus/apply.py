@@ -14,9 +14,10 @@ from typing import Any, Callable, Iterable, Union
 
 import keras
 
-from keras_l1l2plus.regularizer import L1L2Plus, validate_flag, validate_penalty, validate_zero_grad
-from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
 from keras_l1l2plus import _keras
+from keras_l1l2plus.factors import validate_flag, validate_penalty, validate_zero_grad
+from keras_l1l2plus.regularizer import L1L2Plus
+from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
 from keras_l1l2plus.steps import retrace
 
 __all__ = ["regularize"]
@@ -145,7 +146,7 @@ def regularize(
                 matches[id(layer)] = bool(is_excluded(layer))
         layers.append((chain[-1], any(matches[id(layer)] for layer in chain)))
     matched = [layer for layer, _ in layers if matches[id(layer)]]
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(l.name, p) for l in matched)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(layer.name, p) for layer in matched)]
     if unmatched:
         names = sorted({layer.name for layer, _ in layers})
         raise ValueError(

@@ -67,9 +67,9 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.regularizer import LambdaEntry, factor_is_zero
+from keras_l1l2plus.factors import LambdaEntry, factor_is_zero
+from keras_l1l2plus.regularizer import as_l1l2plus
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
-from keras_l1l2plus.terms import as_l1l2plus
 
 __all__ = [
     "ProximalOptimizer",
@@ -136,17 +136,17 @@ def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, thre
     if threshold == "decoupled":
         return lr
     if isinstance(optimizer, keras.optimizers.Adam):  # AdamW and subclasses too
-        v = _keras.optimizer_slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
+        v = _keras.second_moment(optimizer, variable)
         correction = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), ops.cast(step, dtype)))
         return _preconditioned(lr, lr * correction / (ops.sqrt(v) + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.RMSprop):
-        v = _keras.optimizer_slot(optimizer, "_velocities", variable)
+        v = _keras.second_moment(optimizer, variable)
         centered = v
         if optimizer.centered:
-            centered = v - ops.square(_keras.optimizer_slot(optimizer, "_average_gradients", variable))
+            centered = v - ops.square(_keras.mean_gradient(optimizer, variable))
         return _preconditioned(lr, lr / ops.sqrt(centered + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.Adagrad):
-        a = _keras.optimizer_slot(optimizer, "_accumulators", variable)
+        a = _keras.second_moment(optimizer, variable)
         return _preconditioned(lr, lr / ops.sqrt(a + optimizer.epsilon), a)
     return lr
 
@@ -267,7 +267,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             return variable
         if id(variable) not in self._lambdas:
             self._lambdas[id(variable)] = keras.Variable(
-                ops.convert_to_numpy(variable), dtype=variable.dtype, trainable=False, name=f"{variable.name}_copy")
+                ops.convert_to_numpy(variable), dtype=variable.dtype, trainable=False, name=f"{variable.name}_copy"
+            )
         return self._lambdas[id(variable)]
 
     def _saved_variables(self) -> list:
@@ -374,7 +375,7 @@ def _correct_moving_average(optimizer: Any, variable: Any, first_step: Any, chan
     whatever swaps the average in (the end of `fit`, `SwapEMAWeights`,
     `ema_overwrite_frequency`) keeps the exact zeros.
     """
-    average = _keras.optimizer_slot(optimizer, "_model_variables_moving_average", variable)
+    average = _keras.ema_average(optimizer, variable)
     if average is None:
         return
     momentum = ops.where(first_step, 0.0, optimizer.ema_momentum)

@@ -26,18 +26,24 @@ This module is the one place the penalty math lives.
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 import threading
 from typing import Any, Iterator
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
+from keras_l1l2plus.factors import (
+    factor_is_zero,
+    factor_tensor,
+    factor_value,
+    is_factor_variable,
+    validate_flag,
+    validate_penalty,
+    validate_zero_grad,
+)
 
-__all__ = ["L1L2Plus", "LambdaEntry"]
+__all__ = ["L1L2Plus", "as_l1l2plus", "penalty", "recording_terms"]
 
 _CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
 
@@ -72,116 +78,6 @@ def accumulation_dtype(dtype: Any) -> str:
     summed in float32, so Σx² of a large float16 tensor does not overflow.
     """
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
-
-
-def _as_float(value: Any, name: str) -> float:
-    """`value` as a Python float, or a `ValueError` naming `name`.
-
-    `None` means 0.0 (as in Keras). Python and numpy reals and 0-d tensors are
-    accepted; bools, strings, sequences and non-scalar tensors are not.
-    """
-    if value is None:
-        return 0.0
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a float, "
-            f"got a bool. Received: {name}={value!r}"
-        )
-    if isinstance(value, numbers.Real):
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond float range
-            return math.inf
-    if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, str):
-        array = ops.convert_to_numpy(value)
-        if array.ndim == 0 and array.dtype.kind in "fiu":
-            return float(array)
-    raise ValueError(
-        f"Invalid value for argument `{name}`: expected a float. "
-        f"Received: {name}={value!r}"
-    )
-
-
-class LambdaEntry:
-    """Entry `index` of the vector variable that holds a model's scheduled λs (see `PenaltySchedule`).
-
-    One vector per model, so a schedule assigns all its λs with one write
-    per step; a regularizer reads its entry in the step.
-    """
-
-    def __init__(self, variable: Any, index: int, value: float):
-        self.variable = variable
-        self.index = index
-        self.value = value  # the Python float last written: what get_config saves
-
-    def read(self, vector: Any = None) -> Any:
-        """The entry's value in the step: of the λ vector, or of `vector`, a copy of it."""
-        return (self.variable if vector is None else vector)[self.index]
-
-    def __repr__(self) -> str:
-        return f"LambdaEntry({self.variable.name}[{self.index}] = {self.value:g})"
-
-
-def is_factor_variable(value: Any) -> bool:
-    """Whether a λ is read from the model's λ vector at each step (a `LambdaEntry`)."""
-    return isinstance(value, LambdaEntry)
-
-
-def factor_is_zero(value: Any) -> bool:
-    """Whether a λ is the constant 0 (a term that is not computed). A variable λ never is."""
-    return not is_factor_variable(value) and value == 0
-
-
-def factor_tensor(value: Any) -> Any:
-    """A λ as the step reads it: the float, or the variable's current value."""
-    return value.read() if isinstance(value, LambdaEntry) else value
-
-
-def factor_value(value: Any) -> float:
-    """A λ's value now, as a Python float."""
-    return value.value if is_factor_variable(value) else value
-
-
-def validate_penalty(value: Any, name: str) -> Any:
-    """A regularization factor λ: a finite, non-negative float (or the `LambdaEntry` of a schedule)."""
-    if isinstance(value, LambdaEntry):
-        return value
-    if callable(value) or isinstance(value, keras.Variable):
-        # PenaltySchedule's keywords are regularize's: l1_weight, l1_bias, l2_weight, l2_bias.
-        schedule = (f"keras_l1l2plus.PenaltySchedule({name}_weight=...) for weights or "
-                    f"PenaltySchedule({name}_bias=...) for biases") if name in ("l1", "l2") else \
-            f"keras_l1l2plus.PenaltySchedule({name}=...)"
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a float; to make a λ follow a schedule, "
-            f"pass the schedule to the callback {schedule}. Received: {name}={value!r}"
-        )
-    value = _as_float(value, name)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a finite, "
-            f"non-negative float. Received: {name}={value!r}"
-        )
-    return value
-
-
-def validate_zero_grad(value: Any, name: str = "zero_grad") -> float:
-    """The L1 gradient at x = 0: a float in [-1, 1], the subdifferential of |x|."""
-    value = _as_float(value, name)
-    if not -1.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a float in "
-            f"[-1, 1] (the subdifferential of |x| at 0). Received: {name}={value!r}"
-        )
-    return value
-
-
-def validate_flag(value: Any, name: str) -> bool:
-    """A Python (or numpy) bool, or a `TypeError` naming `name`."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"Invalid value for argument `{name}`: expected a bool. Received: {name}={value!r}"
-        )
-    return bool(value)
 
 
 def as_input(x: Any) -> Any:
@@ -374,9 +270,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
         proximal: replace the L1 gradient by the proximal step. Default False.
     """
 
-    def __init__(
-        self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False
-    ):
+    def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False):
         self.l1 = validate_penalty(l1, "l1")
         self.l2 = validate_penalty(l2, "l2")
         self.zero_grad = validate_zero_grad(zero_grad)
@@ -404,8 +298,10 @@ class L1L2Plus(keras.regularizers.Regularizer):
     def _terms_of(self, x: Any, l1_sum: Any, l2_sum: Any) -> tuple[Any, Any]:
         """The terms of `x` from its sums (`sums`): each sum times its λ, 0 where the sum is None."""
         acc = accumulation_dtype(ops.convert_to_tensor(x).dtype)
-        return tuple(ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
-                     for factor, total in ((self.l1, l1_sum), (self.l2, l2_sum)))
+        return tuple(
+            ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
+            for factor, total in ((self.l1, l1_sum), (self.l2, l2_sum))
+        )
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
@@ -428,8 +324,12 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     def get_config(self) -> dict[str, Any]:
         """Plain values; a variable λ is saved as its value now (the λ of the moment)."""
-        return {"l1": factor_value(self.l1), "l2": factor_value(self.l2), "zero_grad": self.zero_grad,
-                "proximal": self.proximal}
+        return {
+            "l1": factor_value(self.l1),
+            "l2": factor_value(self.l2),
+            "zero_grad": self.zero_grad,
+            "proximal": self.proximal,
+        }
 
     @property
     def scheduled(self) -> bool:
@@ -468,3 +368,20 @@ class L1L2Plus(keras.regularizers.Regularizer):
             del config["proximal"]
         args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args}{', scheduled' if self.scheduled else ''})"
+
+
+def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
+    """The `L1L2Plus` with the same value as a Keras L1, L2 or L1L2; else None.
+
+    Keras's built-ins take |x|'s gradient at 0 from the backend; their values
+    equal `L1L2Plus(l1, l2)`'s (which sums float16 inputs in float32).
+    """
+    if isinstance(regularizer, L1L2Plus):
+        return regularizer
+    if type(regularizer) is keras.regularizers.L1L2:
+        return L1L2Plus(l1=regularizer.l1, l2=regularizer.l2)
+    if type(regularizer) is keras.regularizers.L1:
+        return L1L2Plus(l1=float(regularizer.l1))
+    if type(regularizer) is keras.regularizers.L2:
+        return L1L2Plus(l2=regularizer.l2)
+    return None

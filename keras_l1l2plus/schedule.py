@@ -43,8 +43,9 @@ import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
+from keras_l1l2plus.factors import LambdaEntry, factor_value, validate_penalty
 from keras_l1l2plus.proximal import find_proximal_optimizer
-from keras_l1l2plus.regularizer import L1L2Plus, LambdaEntry, factor_value, validate_penalty
+from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.roles import regularizer_attributes, walk_layers
 from keras_l1l2plus.roles import role as variable_role
 from keras_l1l2plus.steps import retrace
@@ -54,17 +55,18 @@ __all__ = ["PenaltySchedule", "lambda_variables"]
 
 Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule, Callable[[int], float]]
 
-_ATTRIBUTE = "_keras_l1l2plus_lambdas"
-
 
 def lambda_variables(model: Any) -> dict[str, LambdaEntry]:
     """`{term: its entry in the λ vector}` of the λs a `PenaltySchedule` set on `model` and some
     regularizer of the model still reads (a later `regularize()` puts constant λs back)."""
-    state = vars(model).get(_ATTRIBUTE)
+    state = _keras.model_state(model, "lambdas")
     if not state:
         return {}
-    return {term: entry for term, entry in state["entries"].items()
-            if any(getattr(r, term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))}
+    return {
+        term: entry
+        for term, entry in state["entries"].items()
+        if any(getattr(r, term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))
+    }
 
 
 def _role_regularizers(model: Any, role: str, warn: bool = False) -> list[L1L2Plus]:
@@ -112,13 +114,14 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
                 f"regularizer to schedule. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
             )
-    state = vars(model).get(_ATTRIBUTE)
-    if state is None:
+
+    def new_state():
         strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
-        state = {"vector": vector, "entries": {}}
-        object.__setattr__(model, _ATTRIBUTE, state)
+        return {"vector": vector, "entries": {}}
+
+    state = _keras.model_state(model, "lambdas", new_state)
     vector = state["vector"]
     _keras.thread_state_variable(model, vector)
     targets = [vector]
@@ -169,7 +172,8 @@ def _tabulate(schedule: Any, first_step: int, steps: int | None):
 
 def _validate_schedule(schedule: Any, term: str) -> Schedule:
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) or (
-            callable(schedule) and not isinstance(schedule, keras.Variable)):
+        callable(schedule) and not isinstance(schedule, keras.Variable)
+    ):
         return schedule
     return validate_penalty(schedule, term)
 
@@ -221,8 +225,13 @@ class PenaltySchedule(keras.callbacks.Callback):
         l1_weight, l1_bias, l2_weight, l2_bias: the schedule of each λ.
     """
 
-    def __init__(self, l1_weight: Schedule | None = None, l1_bias: Schedule | None = None,
-                 l2_weight: Schedule | None = None, l2_bias: Schedule | None = None):
+    def __init__(
+        self,
+        l1_weight: Schedule | None = None,
+        l1_bias: Schedule | None = None,
+        l2_weight: Schedule | None = None,
+        l2_bias: Schedule | None = None,
+    ):
         super().__init__()
         given = dict(zip(TERM_NAMES, (l1_weight, l1_bias, l2_weight, l2_bias)))
         self.schedules = {term: _validate_schedule(s, term) for term, s in given.items() if s is not None}
@@ -231,8 +240,9 @@ class PenaltySchedule(keras.callbacks.Callback):
                 "PenaltySchedule: give at least one of l1_weight, l1_bias, l2_weight, l2_bias "
                 "(a float, a keras.optimizers.schedules.LearningRateSchedule or a callable of the epoch)."
             )
-        self._per_step = {t: s for t, s in self.schedules.items()
-                          if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)}
+        self._per_step = {
+            t: s for t, s in self.schedules.items() if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)
+        }
         self._per_epoch = {t: s for t, s in self.schedules.items() if t not in self._per_step}
         self._variables: list = []  # the λ vector, and its copy in a ProximalOptimizer (JAX)
         self._state: dict = {}
@@ -253,13 +263,12 @@ class PenaltySchedule(keras.callbacks.Callback):
             other = owners.get(term, lambda: None)()
             if other is not None and other is not self and other.params is self.params:
                 raise ValueError(
-                    f"Two PenaltySchedule callbacks set {term} in one fit: pass one. "
-                    f"Received: {other!r} and {self!r}"
+                    f"Two PenaltySchedule callbacks set {term} in one fit: pass one. Received: {other!r} and {self!r}"
                 )
             owners[term] = weakref.ref(self)
 
     def on_epoch_begin(self, epoch, logs=None):
-        model = self.model  # on JAX this syncs the trainer's state, which it reads again before the step
+        model = _keras.synced_model(self)  # on JAX: the step counter read below is the trainer's
         counter = model.optimizer
         while getattr(counter, "inner_optimizer", None) is not None:  # the optimizer that counts the steps
             counter = counter.inner_optimizer
@@ -272,8 +281,9 @@ class PenaltySchedule(keras.callbacks.Callback):
         for term, schedule in self._per_epoch.items():
             values[term] = schedule if isinstance(schedule, float) else schedule(epoch)
         self._assign(values, f"epoch {epoch}")
-        self._table = {term: _tabulate(s, self._first_step, (self.params or {}).get("steps"))
-                       for term, s in self._per_step.items()}
+        self._table = {
+            term: _tabulate(s, self._first_step, (self.params or {}).get("steps")) for term, s in self._per_step.items()
+        }
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._per_step:
@@ -301,7 +311,7 @@ class PenaltySchedule(keras.callbacks.Callback):
             if self._state["entries"][term].value != value:
                 changed[term] = value
         if changed:
-            self.model  # noqa: B018 - on JAX: syncs the trainer's state, so the next step reads what is assigned
+            _keras.synced_model(self)  # on JAX: the next step takes its state, this λ included
             for term, value in changed.items():
                 self._state["entries"][term].value = value
             vector = _vector_value(self._state)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Union
 
-from keras_l1l2plus.regularizer import validate_flag
+from keras_l1l2plus.factors import validate_flag
 from keras_l1l2plus.terms import TERM_NAMES
 
 __all__ = ["CATEGORY", "tensorboard_layout", "write_tensorboard_layout"]
@@ -112,11 +112,15 @@ def write_tensorboard_layout(
     from tensorboard.util import tensor_util
 
     # What tensorboard.plugins.custom_scalar.summary.pb builds, without importing TensorFlow.
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag=metadata.CONFIG_SUMMARY_TAG,
-        metadata=metadata.create_summary_metadata(),
-        tensor=tensor_util.make_tensor_proto(layout.SerializeToString()),
-    )])
+    summary = summary_pb2.Summary(
+        value=[
+            summary_pb2.Summary.Value(
+                tag=metadata.CONFIG_SUMMARY_TAG,
+                metadata=metadata.create_summary_metadata(),
+                tensor=tensor_util.make_tensor_proto(layout.SerializeToString()),
+            )
+        ]
+    )
     before = set(directory.glob("*.layout"))
     writer = EventFileWriter(str(directory), filename_suffix=".layout")
     try:

@@ -17,30 +17,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.regularizer import (L1L2Plus, factor_is_zero, factor_tensor, in_dtype, is_factor_variable,
-                                        validate_flag)
+from keras_l1l2plus.factors import factor_is_zero, factor_tensor, is_factor_variable, validate_flag
+from keras_l1l2plus.regularizer import as_l1l2plus, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
 
 TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
-
-
-def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:
-    """The `L1L2Plus` with the same value as a Keras L1, L2 or L1L2; else None.
-
-    Keras's built-ins take |x|'s gradient at 0 from the backend; their values
-    equal `L1L2Plus(l1, l2)`'s (which sums float16 inputs in float32).
-    """
-    if isinstance(regularizer, L1L2Plus):
-        return regularizer
-    if type(regularizer) is keras.regularizers.L1L2:
-        return L1L2Plus(l1=regularizer.l1, l2=regularizer.l2)
-    if type(regularizer) is keras.regularizers.L1:
-        return L1L2Plus(l1=float(regularizer.l1))
-    if type(regularizer) is keras.regularizers.L2:
-        return L1L2Plus(l2=regularizer.l2)
-    return None
 
 
 def penalty_terms(
@@ -128,7 +111,9 @@ class PenaltySums(NamedTuple):
     factors: list  # a float, a LambdaEntry (read in the step), or 1.0 for another regularizer
     counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
 
-    def combine(self, sums: list | None = None, factors: list | None = None, counts_in: np.ndarray | None = None) -> Any:
+    def combine(
+        self, sums: list | None = None, factors: list | None = None, counts_in: np.ndarray | None = None
+    ) -> Any:
         """`stack(sums) @ A` as above: a float32 vector, one value per column of `counts_in`.
 
         The defaults are this plan's; a caller may pass its own, extended ones.
@@ -214,8 +199,9 @@ def sparsity(
     proximal_only = validate_flag(proximal_only, "proximal_only")
     unknown = [r for r in roles if r not in (WEIGHT, BIAS)]
     if unknown:
-        raise ValueError(f'Invalid value for argument `roles`: expected "weight" and/or "bias". '
-                         f"Received: roles={roles!r}")
+        raise ValueError(
+            f'Invalid value for argument `roles`: expected "weight" and/or "bias". Received: roles={roles!r}'
+        )
     zeros: dict[str, list] = {role: [] for role in roles}
     sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
@@ -227,7 +213,8 @@ def sparsity(
         zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
         sizes[owned.role] += int(np.prod(owned.variable.shape))
     return {
-        f"sparsity_{role}": (ops.sum(ops.stack(zeros[role])) / sizes[role]) if sizes[role]
+        f"sparsity_{role}": (ops.sum(ops.stack(zeros[role])) / sizes[role])
+        if sizes[role]
         else ops.zeros((), dtype="float32")
         for role in roles
     }

@@ -22,7 +22,7 @@ def compiled_model():
 
 
 def test_metric_container_gives_monitors_the_direction():
-    assert _keras.MetricContainer is not keras.metrics.Metric, "MetricsList moved: monitors need mode='min'"
+    assert _keras.MetricContainer.__mro__[1] is not keras.metrics.Metric, "MetricsList moved: monitors need mode='min'"
     try:
         from keras.src.callbacks.monitor_callback import MonitorCallback as reader
     except ImportError:  # older Keras: EarlyStopping alone reads it
@@ -31,6 +31,19 @@ def test_metric_container_gives_monitors_the_direction():
     # The monitors read the sub-metrics' `_direction` of this container class.
     source = inspect.getsource(reader)
     assert "MetricsList" in source and "_direction" in source
+
+    class Probe(_keras.MetricContainer):
+        def result(self):
+            return {"val_like": keras.ops.zeros(())}
+
+    probe = Probe(name="probe", lower_is_better=["a", "b"])
+    assert [m.name for m in probe.metrics] == ["a", "b"] and {m._direction for m in probe.metrics} == {"down"}
+    model = compiled_model()
+    _keras.add_model_metric(model, probe)
+    stopping = keras.callbacks.EarlyStopping(monitor="val_a", mode="auto")
+    stopping.set_model(model)
+    stopping._set_monitor_op()
+    assert stopping.monitor_op is keras.ops.less
 
 
 def test_model_metrics_list_is_what_model_metrics_reads():
@@ -42,12 +55,85 @@ def test_model_metrics_list_is_what_model_metrics_reads():
     assert metric not in model.metrics
 
 
-def test_compute_loss_training_flag_is_read_by_keras():
+def test_compute_loss_hook_and_the_training_flag_keras_reads():
     model = compiled_model()
     assert model._compute_loss_has_training_arg is True
     assert "_compute_loss_has_training_arg" in inspect.getsource(type(model)._compute_loss)
-    _keras.compute_loss_accepts_training(model, False)
-    assert model._compute_loss_has_training_arg is False
+
+    def own(x=None, y=None, y_pred=None, sample_weight=None):  # a user's compute_loss without training=
+        return keras.ops.zeros(())
+
+    object.__setattr__(model, "compute_loss", own)
+    model._compute_loss_has_training_arg = False
+    seen = []
+    saved = _keras.hook_compute_loss(model, lambda inner, takes_training: seen.append((inner, takes_training))
+                                     or (lambda *a, training=True: inner(*a)))
+    assert seen == [(own, False)] and model._compute_loss_has_training_arg is True
+    _keras.unhook_compute_loss(model, saved)
+    assert vars(model)["compute_loss"] is own and model._compute_loss_has_training_arg is False
+    plain = compiled_model()
+    _keras.unhook_compute_loss(plain, _keras.hook_compute_loss(plain, lambda inner, takes: inner))
+    assert "compute_loss" not in vars(plain) and plain._compute_loss_has_training_arg is True
+
+
+def test_flattened_results_leave_the_given_keys_out():
+    model = compiled_model()
+    logs = {"loss": 1.0, "penalty": 0.5, "z_custom": 5.0}
+    assert model._flatten_metrics_in_order(logs) == [1.0, 0.5, 5.0]  # Keras's: its metrics, then the rest sorted
+    _keras.flatten_results_without(model, ["penalty"])
+    assert model._flatten_metrics_in_order(logs) == [1.0, 5.0]
+    assert model._flatten_metrics_in_order(logs) == [1.0, 5.0]  # stays until restored
+    _keras.restore_flat_results(model)
+    assert "_flatten_metrics_in_order" not in vars(model)
+    _keras.flatten_results_without(model, ["penalty", "z_custom"], once=True)
+    assert model._flatten_metrics_in_order(logs) == 1.0  # a lone value, as Keras returns it
+    assert "_flatten_metrics_in_order" not in vars(model)
+    # evaluate, train_on_batch and test_on_batch return through it.
+    trainer = type(model).__mro__
+    sources = "".join(inspect.getsource(getattr(t, m)) for t in trainer for m in ("evaluate", "train_on_batch",
+                                                                                 "test_on_batch") if m in vars(t))
+    assert sources.count("self._flatten_metrics_in_order(") >= 3
+
+
+def test_the_return_dict_argument_of_the_running_evaluate_is_read():
+    seen = []
+
+    class Reader(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            seen.append(_keras.returns_flat_results(_keras.running_call(self.model)))
+
+    model = compiled_model()
+    x = np.ones((4, 3), "float32")
+    model.evaluate(x, x[:, :2], verbose=0, callbacks=[Reader()])
+    model.evaluate(x, x[:, :2], verbose=0, return_dict=True, callbacks=[Reader()])
+    assert seen == [True, False]
+
+
+def test_step_functions_and_the_plugins_own_state_on_a_model():
+    model = compiled_model()
+    model.make_train_function()
+    function = _keras.step_function(model, "train")
+    assert function is model.train_function and function is not None
+    _keras.set_step_function(model, "train", None)
+    assert model.train_function is None
+    state = _keras.model_state(model, "probe", lambda: {"made": True})
+    assert _keras.model_state(model, "probe") is state and _keras.model_state(model, "other") is None
+    assert "probe" not in str(model.get_config()) and len(model.weights) == 2  # not tracked by Keras
+
+
+def test_callback_model_getter_syncs_the_jax_state():
+    model = compiled_model()
+    synced = []
+    if keras.backend.backend() == "jax":
+        object.__setattr__(model, "jax_state_sync", lambda: synced.append(True))
+    callback = keras.callbacks.Callback()
+    callback.set_model(model)
+    assert _keras.synced_model(callback) is model
+    assert synced == ([True] if keras.backend.backend() == "jax" else [])
+
+
+def test_fused_gradient_memory_rule_names_a_backend():
+    assert _keras.fused_gradient_saves_memory() == (keras.backend.backend() != "tensorflow")
 
 
 def test_layer_walk_and_own_variables():
@@ -63,19 +149,35 @@ def test_layer_walk_and_own_variables():
 
 
 @pytest.mark.parametrize(
-    "optimizer,slots",
+    "optimizer, slot",
     [
-        (keras.optimizers.Adam(amsgrad=True), ("_velocities", "_velocity_hats")),
-        (keras.optimizers.RMSprop(centered=True), ("_velocities", "_average_gradients")),
-        (keras.optimizers.Adagrad(), ("_accumulators",)),
+        (keras.optimizers.Adam(), "_velocities"),
+        (keras.optimizers.Adam(amsgrad=True), "_velocity_hats"),
+        (keras.optimizers.AdamW(), "_velocities"),
+        (keras.optimizers.RMSprop(centered=True), "_velocities"),
+        (keras.optimizers.Adagrad(), "_accumulators"),
     ],
-    ids=["adam", "rmsprop", "adagrad"],
+    ids=["adam", "adam_amsgrad", "adamw", "rmsprop", "adagrad"],
 )
-def test_optimizer_slots(optimizer, slots):
+def test_second_moments_are_the_slots_the_update_divides_by(optimizer, slot):
     variables = [keras.Variable(np.ones((2, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
     optimizer.build(variables)
-    for name in slots:
-        assert _keras.optimizer_slot(optimizer, name, variables[1]).shape == (3,)
+    optimizer.apply([keras.ops.ones((2, 3)), keras.ops.full((3,), 2.0)], variables)
+    moment = _keras.second_moment(optimizer, variables[1])
+    assert moment is getattr(optimizer, slot)[1] and moment.shape == (3,)
+    assert float(keras.ops.max(moment)) > 0  # updated by the gradient 2
+    if isinstance(optimizer, keras.optimizers.RMSprop):
+        assert _keras.mean_gradient(optimizer, variables[1]) is optimizer._average_gradients[1]
+    with pytest.raises(TypeError, match="no second moment"):
+        _keras.second_moment(keras.optimizers.SGD(), variables[1])
+
+
+def test_the_ema_average_is_the_optimizers_moving_average():
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True)
+    variable = keras.Variable(np.ones(2, "float32"))
+    optimizer.build([variable])
+    average = _keras.ema_average(optimizer, variable)
+    assert average is optimizer._model_variables_moving_average[0] and average.shape == (2,)
 
 
 def test_micro_steps_count_accumulate_only_applies():
@@ -174,3 +276,58 @@ def test_forward_values_escape_a_custom_gradient_where_the_seam_says_so():
 
         with pytest.raises(jax.errors.UnexpectedTracerError):
             compiled(lambda: f(keras.ops.convert_to_tensor(x)))()
+
+
+def test_every_private_keras_name_the_package_uses_is_in_the_seam_and_tested():
+    """Outside `_keras.py` the package touches no private attribute it did not define itself."""
+    import ast
+    import re
+    from pathlib import Path
+
+    package = Path(_keras.__file__).parent
+    modules = sorted(package.rglob("*.py"))
+    own = set()  # private names the package itself defines
+    used: dict[str, set] = {}
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_"):
+                own.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id.startswith("_"):
+                own.add(node.id)
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if isinstance(node.ctx, ast.Store) and path.name != "_keras.py":  # there: Keras's attributes
+                    own.add(node.attr)
+                used.setdefault(path.name if path.parent == package else f"{path.parent.name}/{path.name}",
+                                set()).add(node.attr)
+    outside = {name for module, names in used.items() if module != "_keras.py" for name in names} - own
+    assert not outside, f"private Keras names used outside _keras.py: {sorted(outside)}"
+    # In _keras.py: each private Keras name, by the seam function that uses it; that function is tested here.
+    tree = ast.parse(Path(_keras.__file__).read_text())
+    users: dict[str, set] = {}
+    calls: dict[str, set] = {}
+    for top in tree.body:
+        if isinstance(top, (ast.FunctionDef, ast.ClassDef)):
+            for node in ast.walk(top):
+                if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                    users.setdefault(node.attr, set()).add(top.name)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(
+                        r"_[a-z]\w*", node.value):  # a name given to getattr
+                    users.setdefault(node.value, set()).add(top.name)
+                if isinstance(node, ast.Name):
+                    calls.setdefault(node.id, set()).add(top.name)
+    for node in tree.body:  # a module-level name for a private attribute (_FLATTEN = "...")
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and str(node.value.value)[:1] == "_":
+            for target in node.targets:
+                users.setdefault(node.value.value, set()).update(calls.get(target.id, ()))
+    keras_private = sorted(set(users) - own - {"_getframe"})  # sys._getframe: Python's own, documented
+    assert len(keras_private) >= 10, "the walk found too little: it must not pass vacuously"
+    tests = Path(__file__).read_text()
+
+    def tested(function):
+        if not function.startswith("_"):
+            return f"_keras.{function}" in tests
+        return any(tested(caller) for caller in calls.get(function, ()) if caller != function)
+
+    untested = {name: sorted(users[name]) for name in keras_private if not any(tested(f) for f in users[name])}
+    assert not untested, f"private Keras names in _keras.py whose seam function has no test here: {untested}"

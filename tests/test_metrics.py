@@ -222,7 +222,7 @@ def test_the_metric_ignores_y_and_y_pred():
     x, y = make_data()
     model = make_model()
     model.fit(x, y, epochs=1, verbose=0, callbacks=[kl.PenaltyLogger()])
-    metric = kl.metrics.attachment(model).metric
+    metric = kl.logger.attachment.attachment(model).metric
     before = {k: float(v) for k, v in metric.result().items()}
     metric.update_state(y, model.predict(x, verbose=0))
     assert {k: float(v) for k, v in metric.result().items()} == before
@@ -396,7 +396,7 @@ def test_the_compute_loss_error_is_raised_again_on_the_next_fit():
 
 
 def test_a_failure_while_attaching_leaves_the_model_plain(monkeypatch):
-    import keras_l1l2plus.metrics as metrics_module
+    import keras_l1l2plus.logger.attachment as metrics_module
 
     x, y = make_data()
     model = make_model()
@@ -428,7 +428,7 @@ def test_per_layer_keys_follow_the_layers_from_one_fit_to_the_next():
 @only_on("tensorflow", "torch", reason="counts graph nodes (TensorFlow) or dispatched ops (PyTorch); JAX fuses")
 def test_logged_step_costs_the_same_few_ops_whatever_the_number_of_variables():
     """The terms go into the running means as one product: the logger's ops per step do not grow with the model."""
-    from keras_l1l2plus import metrics
+    from keras_l1l2plus.logger import attachment as metrics
 
     extra = []
     for depth in (2, 12):

@@ -24,7 +24,7 @@ def test_import_without_the_backend_names_the_extras():
 
 def test_version_and_public_names():
     assert kl.__version__ == "0.4.0"
-    assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "PenaltySchedule", "ProximalL1", "ProximalOptimizer",
+    assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "PenaltySchedule", "ProximalOptimizer",
                                "penalty_terms",
                                "regularize", "write_tensorboard_layout", "__version__"}
 

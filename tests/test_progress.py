@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_l1l2plus as kl
-from keras_l1l2plus.progress import ProgressBar
+from keras_l1l2plus.logger.progress import ProgressBar
 
 L = keras.layers
 TERMS = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")

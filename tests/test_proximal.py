@@ -264,8 +264,9 @@ def test_proximal_without_a_proximal_optimizer_warns_in_the_logger():
 
 
 def test_the_removed_callback_says_what_replaces_it():
-    with pytest.raises(TypeError, match="ProximalOptimizer"):
-        kl.ProximalL1()
+    with pytest.raises(AttributeError, match="ProximalOptimizer"):
+        kl.ProximalL1  # noqa: B018 - the removed name says what replaced it
+    assert "ProximalL1" not in kl.__all__
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -1,6 +1,6 @@
 """`PenaltyLogger`: every term of the book's loss as a metric during `fit`.
 
-    loss = data_loss + penalty,   penalty = l1_weight + l1_bias + l2_weight + l2_bias
+loss = data_loss + penalty,   penalty = l1_weight + l1_bias + l2_weight + l2_bias
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from typing import Any, Union
 
 import keras
 
-from keras_l1l2plus import _keras, metrics
-from keras_l1l2plus.progress import ProgressBar
+from keras_l1l2plus import _keras
+from keras_l1l2plus.factors import validate_flag
+from keras_l1l2plus.logger.attachment import Attachment, attachment
+from keras_l1l2plus.logger.progress import ProgressBar
 from keras_l1l2plus.proximal import takes_proximal_step, uses_proximal_step
-from keras_l1l2plus.regularizer import validate_flag
 from keras_l1l2plus.roles import owned_trainable_variables
 from keras_l1l2plus.terms import TERM_NAMES
 
-__all__ = ["PenaltyLogger", "ProximalL1"]
+__all__ = ["PenaltyLogger"]
 
 
 def _validate_update_freq(update_freq: Any) -> Union[str, int]:
@@ -65,7 +66,7 @@ class PenaltyLogger(keras.callbacks.Callback):
     `loss == data_loss + penalty` at every logged point.
 
     The terms are computed inside the train step (see
-    `keras_l1l2plus.metrics`), so they are in the logs every callback gets,
+    `keras_l1l2plus.logger.metric`), so they are in the logs every callback gets,
     whatever the callbacks' order; `TensorBoard` writes them as `epoch_<name>`
     (validation ones under `validation/`) and, when its own `update_freq`
     asks, `batch_<name>`. `evaluate(..., callbacks=[PenaltyLogger()])` logs
@@ -75,7 +76,7 @@ class PenaltyLogger(keras.callbacks.Callback):
     raises; the logger does not rely on it): a step runs logged only when
     this logger claimed it just before, and any other call of the model's
     steps gives the model back exactly as it was (see
-    `keras_l1l2plus.metrics.Attachment`).
+    `keras_l1l2plus.Attachment`).
 
     Example:
 
@@ -106,8 +107,7 @@ class PenaltyLogger(keras.callbacks.Callback):
     # run on it, right before the step.)
     async_safe = True
 
-    def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False,
-                 progress_bar: str = "short"):
+    def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False, progress_bar: str = "short"):
         super().__init__()
         self.update_freq = _validate_update_freq(update_freq)
         self.per_layer = validate_flag(per_layer, "per_layer")
@@ -118,7 +118,7 @@ class PenaltyLogger(keras.callbacks.Callback):
             )
         self.progress_bar = progress_bar
         self._keys: tuple[str, ...] = ()
-        self._attachment: metrics.Attachment | None = None
+        self._attachment: Attachment | None = None
         self._evaluating_only = False
         self._unchecked = False  # the model was not built when attached: checked at a later batch
 
@@ -152,14 +152,18 @@ class PenaltyLogger(keras.callbacks.Callback):
     def _attach(self) -> None:
         model = self.model
         self._check_model()
-        self._attachment = metrics.attachment(model)
+        self._attachment = attachment(model)
         self._keys = self._attachment.attach(self).keys
         if self.progress_bar == "short":
             _keras.replace_progress_bar(self, self._short_progress_bar)
 
     def _short_progress_bar(self) -> ProgressBar:
-        shown = ("data_loss", *TERM_NAMES, "penalty",
-                 *(k for k in self._keys if k.startswith(("sparsity_", "lambda_"))))
+        shown = (
+            "data_loss",
+            *TERM_NAMES,
+            "penalty",
+            *(k for k in self._keys if k.startswith(("sparsity_", "lambda_"))),
+        )
         return ProgressBar(self._keys, shown=shown, shown_validation=("data_loss",))
 
     def _holds(self) -> bool:
@@ -212,18 +216,3 @@ class PenaltyLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._detach()
-
-
-class ProximalL1:
-    """Removed: the proximal step is part of the optimizer's update now.
-
-    Compile with `keras_l1l2plus.ProximalOptimizer(<optimizer>)` instead of
-    passing this callback to `fit`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        raise TypeError(
-            "keras_l1l2plus.ProximalL1 was removed in 0.2: the proximal L1 step is part of the "
-            "optimizer's update. Compile with optimizer=keras_l1l2plus.ProximalOptimizer(<your "
-            "optimizer>) and drop the callback."
-        )

@@ -1,0 +1,160 @@
+"""`PenaltyMetric`: the penalty terms as a metric computed inside Keras's train and test steps.
+
+Keras's `loss` is a running mean, over the steps of an epoch, of each step's
+total loss, weighted by batch size. `PenaltyMetric` keeps the same running
+means of
+
+    l1_weight, l1_bias, l2_weight, l2_bias, penalty    (from `penalty_terms`)
+    data_loss = loss − penalty
+
+updated in the same step, from the same weights (those the step's loss used,
+before the optimizer's update) and with the same batch-size weights, so that
+`loss == data_loss + penalty` at every logged point. In evaluation the same
+metric gives `val_data_loss = val_loss − penalty` at the evaluated weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Iterable
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_l1l2plus import _keras
+from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
+from keras_l1l2plus.regularizer import in_dtype
+from keras_l1l2plus.terms import penalty_sums, sparsity
+
+__all__ = ["PenaltyMetric", "batch_size", "latest_keys", "sparsity_roles"]
+
+
+class PenaltyMetric(_keras.MetricContainer):
+    """Running means of the penalty terms and the data loss, and the sparsity.
+
+    `add_step(loss, batch_size, recorded)` takes the terms of one step's loss
+    (`terms.penalty_sums`, reusing the sums the `L1L2Plus` calls of that loss
+    recorded, so nothing is computed twice), with `data_loss = loss −
+    penalty`, and accumulates every value times `batch_size`, all in one
+    product and one write whatever the number of variables; `result()` is
+    the dict of totals / Σ batch_size. `sparsity_<role>` for each role of
+    `sparsity_roles`, the fraction of exact zeros among that role's variables
+    that take the proximal step (`keras_l1l2plus.terms.sparsity` with
+    `proximal_only=True`), is not averaged: it is the value at the weights of
+    the latest step.
+
+    `update_state(...)` does nothing: the terms come from the step's loss,
+    not from `(y, y_pred)`, so a custom `train_step` that updates every
+    metric of `model.metrics` with `(y, y_pred)` leaves this one exact.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        term_keys: tuple[str, ...],
+        sparsity_roles: tuple[str, ...] = (),
+        lambdas: dict[str, Any] | None = None,
+        per_layer: bool = False,
+        name: str = "penalty_terms",
+    ):
+        mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_sums(model, per_layer=...)
+        super().__init__(name=name, lower_is_better=mean_keys)  # every value here, but sparsity, for monitors
+        self._sums = lambda recorded=None: penalty_sums(model, per_layer=per_layer, recorded=recorded)
+        self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
+        self.mean_keys = mean_keys
+        lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
+        # In a closure: as attributes, Keras would track them as this metric's own state.
+        self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
+        self.lambda_ids = tuple(id(v) for v in lambdas.values())
+        self.latest_keys = latest_keys(sparsity_roles, lambdas)
+        self.keys = self.mean_keys + self.latest_keys
+        # Σ value·batch_size for each mean key, then Σ batch_size: one write per step.
+        self._totals = self.add_variable(shape=(len(self.mean_keys) + 1,), initializer="zeros", name="totals")
+        self._latest = (
+            self.add_variable(shape=(len(self.latest_keys),), initializer="zeros", aggregation="mean", name="latest")
+            if self.latest_keys
+            else None
+        )
+        self.on_reset: Callable[[], None] | None = None
+        self._warned_keys = False
+
+    def update_state(self, *args, **kwargs) -> None:
+        """Ignored: see the class docstring."""
+
+    def add_step(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
+        """Adds one step: its loss, batch size, and the terms its loss recorded."""
+        plan = self._sums(recorded)
+        # One product for every running sum (`PenaltySums.combine`): the rows are the
+        # terms, then the loss, then 1; the columns are this metric's keys, then the batch count:
+        #   key = Σ λ_i·s_i over its terms,  data_loss = loss − Σ λ_i·s_i,  count = 1.
+        n, k = len(plan.sums), len(self.mean_keys)
+        counts_in = np.zeros((n + 2, k + 1), dtype="float32")
+        if plan.keys != self.mean_keys[:-1]:
+            self._warn_keys()
+        columns = [self.mean_keys.index(key) if key in self.mean_keys else None for key in plan.keys]
+        for j, column in enumerate(columns):
+            if column is not None:
+                counts_in[:n, column] = plan.counts_in[:, j]
+        counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
+        counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
+        loss = ops.stop_gradient(in_dtype(ops.sum(loss), "float32"))  # a value for the logs, not part of the gradient
+        values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, 1.0, 1.0], counts_in)
+        self._totals.assign_add(values * ops.cast(batch_size, "float32"))
+        if self._latest is not None:
+            latest = [*self._sparsity().values(), *self._lambda_values()]
+            self._latest.assign(ops.stack(latest))
+
+    def _warn_keys(self) -> None:
+        """Once: `regularize` changed the regularized layers mid-fit; per-layer keys stay as they were."""
+        if not self._warned_keys:
+            self._warned_keys = True
+            warnings.warn(
+                "PenaltyLogger(per_layer=True): the regularized layers changed during fit; "
+                "per-layer keys stay those of the fit's start (the totals stay exact). "
+                "The new layers show from the next fit.",
+                stacklevel=3,
+            )
+
+    def reset_state(self) -> None:
+        self._totals.assign(ops.zeros(self._totals.shape, "float32"))
+        if self._latest is not None:
+            self._latest.assign(ops.zeros(self._latest.shape, "float32"))
+        if self.on_reset is not None:
+            self.on_reset()
+
+    def result(self) -> dict[str, Any]:
+        totals = ops.convert_to_tensor(self._totals)
+        # zip drops the last entry, the count itself.
+        result = dict(zip(self.mean_keys, ops.unstack(ops.divide(totals, ops.maximum(totals[-1], 1.0)))))
+        if self._latest is not None:
+            result.update(zip(self.latest_keys, ops.unstack(ops.convert_to_tensor(self._latest))))
+        return result
+
+    def get_config(self) -> dict[str, Any]:
+        # Lives only while a PenaltyLogger is attached; it is not saved.
+        return {"name": self.name}
+
+
+def batch_size(x: Any, y_pred: Any) -> Any:
+    """The batch size Keras weights its loss tracker by: the first input's."""
+    for tensor in keras.tree.flatten(x if x is not None else y_pred):
+        if tensor is not None:
+            return ops.shape(tensor)[0]
+    return 1
+
+
+def latest_keys(roles: Iterable[str], terms: Iterable[str]) -> tuple[str, ...]:
+    """The keys `PenaltyMetric` logs at the latest step's value: `sparsity_<role>`, then `lambda_<term>`."""
+    return (*(f"sparsity_{role}" for role in roles), *(f"lambda_{term}" for term in terms))
+
+
+def sparsity_roles(model: Any) -> tuple[str, ...]:
+    """The roles whose `sparsity_*` means something: those that take the proximal step.
+
+    With subgradient steps no entry is brought to exactly 0 (only one that
+    never left an exact-zero initial value stays there), and without a
+    `ProximalOptimizer` the proximal regularizers' L1 does not act at all.
+    """
+    return proximal_roles(model) if uses_proximal_step(getattr(model, "optimizer", None)) else ()
