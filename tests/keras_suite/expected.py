@@ -1,12 +1,16 @@
-"""Keras tests (Keras 3.15.1, TensorFlow) that pass plain and fail with the plugin injected, each with its reason.
+"""Keras tests that pass plain and fail with the plugin injected, each with its reason.
+
+Made on Keras 3.15.1 with TensorFlow 2.21.
 
 Keys are pytest node ids under site-packages (as run.py prints them). Kinds of reason:
   keys       the logger's extra log keys or TensorBoard tags; listed only when masking them
              (MASKED) cannot keep the test's other assertions
-  penalty    the test asserts an exact loss, and the loss now holds the penalty; run.py checks
-             that Keras's own keras.regularizers.L1L2(1e-6, 1e-6) fails it the same way
-  dense      a sparse gradient made dense by the penalty's gradient
-  underflow  loss scaling: the penalty's gradient underflows or overflows in float16
+  penalty    the test asserts an exact loss, and the loss now holds the penalty
+  dense      the test asserts a sparse gradient, and the penalty's gradient is dense
+  underflow  the test asserts a gradient underflows in float16; the penalty's does not
+The last three are the penalty's, not the plugin's: run.py reruns each of them with Keras's own
+keras.regularizers.L1L2(1e-6, 1e-6) on the same variables instead (KL_INJECT=keras_l1l2) and
+fails unless the test fails there with the same message.
 """
 
 from collections import namedtuple

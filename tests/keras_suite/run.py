@@ -8,8 +8,8 @@ GROUPS); the plain run covers every file any mode runs. A test that passes plain
 injected fails this check unless expected.py lists it for that mode and backend, and so does
 an entry of expected.py that no longer fails (a stale entry). Then the entries are checked
 against their reasons with two small reruns:
-  - "penalty" entries (the test asserts an exact loss) must fail the same way with Keras's own
-    L1L2 of the same λs instead of the plugin (KL_INJECT=keras_l1l2);
+  - entries put down to the penalty (kinds penalty, dense, underflow) must fail with the same
+    message when Keras's own L1L2 of the same λs replaces the plugin (KL_INJECT=keras_l1l2);
   - masked tests (expected.MASKED: only the logger's extra keys differ, hidden by inject.py)
     must fail without the mask, or the mask is stale.
 Exit status 0 only when nothing is unexpected. Junit XML and logs go to --out.
@@ -23,9 +23,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import keras
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras  # noqa: E402
 
-import expected
+import expected  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # the checkout: its keras_l1l2plus is the one imported
@@ -55,7 +56,8 @@ def pytest(mode, targets, out, name, mask=None):
                "-o", "junit_family=xunit1", f"--junitxml={xml}"]
     start = time.monotonic()
     with open(out / f"{name}.log", "w") as log:
-        code = subprocess.run(command, cwd=SITE, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=SITE, env=env, stdout=log,
+                              stderr=subprocess.STDOUT).returncode
     seconds = time.monotonic() - start
     if code not in (0, 1):  # 1: some tests failed, which the plain run has too
         sys.exit(f"pytest {name} exited with {code}; see {out / f'{name}.log'}")
@@ -133,7 +135,8 @@ def main():
             for test in penalty:
                 got, want = control.get(test, ("absent", "", "")), results[test]
                 if got[0] not in FAILED or got[1] != want[1]:
-                    problems.append(f"{mode}: {test} is put down to the penalty ({wanted[test].kind}), "
+                    problems.append(f"{mode}: {test} is put down to the penalty "
+                                    f"({wanted[test].kind}), "
                                     f"but with Keras's L1L2 it {got[0]}: {got[1][:300]}\n"
                                     f"    with the plugin: {want[1][:300]}")
             print(f"  {len(penalty)} entries put down to the penalty rerun with "
