@@ -157,6 +157,11 @@ class PenaltyLogger(keras.callbacks.Callback):
         if self.progress_bar == "short":
             _keras.replace_progress_bar(self, self._short_progress_bar)
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys this logger adds to the logs of the call it runs in (empty before its first call)."""
+        return self._keys
+
     def _short_progress_bar(self) -> ProgressBar:
         shown = (
             "data_loss",

@@ -60,7 +60,7 @@ class HideKeys(keras.callbacks.Callback):
         self.logger = logger
 
     def _hide(self, logs):
-        for key in self.logger._keys if logs else ():  # the keys the logger attached
+        for key in self.logger.keys if logs else ():  # the keys the logger attached
             logs.pop(key, None)
             logs.pop("val_" + key, None)  # fit's epoch logs: the validation run's, renamed
 
