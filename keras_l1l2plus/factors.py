@@ -1,9 +1,10 @@
 """A regularization factor λ: argument validation, and the one type of a λ the step reads.
 
-A λ is a finite, non-negative float, or a `LambdaEntry`: entry i of the
-model's λ vector, a variable `PenaltySchedule` writes and the train step
-reads (see `keras_l1l2plus.schedule`). The helpers below read either kind.
-The validators name the argument and show the value, as Keras's do.
+A λ given by a user is a finite, non-negative float; inside the package
+every λ is a `Factor`: that float, or entry i of the model's λ vector, a
+variable `PenaltySchedule` writes and the train step reads (see
+`keras_l1l2plus.schedule`), with one way to read either. The validators name
+the argument and show the value, as Keras's do.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "LambdaEntry",
-    "factor_is_zero",
-    "factor_tensor",
-    "factor_value",
-    "is_factor_variable",
+    "Factor",
     "validate_flag",
     "validate_penalty",
     "validate_zero_grad",
@@ -52,50 +49,50 @@ def _as_float(value: Any, name: str) -> float:
     raise ValueError(f"Invalid value for argument `{name}`: expected a float. Received: {name}={value!r}")
 
 
-class LambdaEntry:
-    """Entry `index` of the vector variable that holds a model's scheduled λs (see `PenaltySchedule`).
+class Factor:
+    """A λ, the one type of every factor: its value now, and how the train step reads it.
 
-    One vector per model, so a schedule assigns all its λs with one write
-    per step; a regularizer reads its entry in the step.
+        value     the λ of the moment, a Python float: what `get_config` saves
+        read()    what the step multiplies by: the float itself for a constant λ
+                  (folded into the traced step), or entry `index` of the model's λ
+                  vector for a scheduled one (a variable read at every step, so a new
+                  λ needs no new trace; `PenaltySchedule` writes it and `value`)
+
+    A constant λ of 0 is a term that is not computed (`is_zero`); a scheduled
+    λ never is, whatever its value now.
     """
 
-    def __init__(self, variable: Any, index: int, value: float):
+    __slots__ = ("index", "value", "variable")
+
+    def __init__(self, value: float, variable: Any = None, index: int = 0):
+        self.value = value
         self.variable = variable
         self.index = index
-        self.value = value  # the Python float last written: what get_config saves
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the step reads this λ from the model's λ vector."""
+        return self.variable is not None
+
+    @property
+    def is_zero(self) -> bool:
+        """Whether this λ is the constant 0."""
+        return self.variable is None and self.value == 0
 
     def read(self, vector: Any = None) -> Any:
-        """The entry's value in the step: of the λ vector, or of `vector`, a copy of it."""
+        """The λ as the step reads it: the float, or the vector's entry (of `vector`, a copy of it, if given)."""
+        if self.variable is None:
+            return self.value
         return (self.variable if vector is None else vector)[self.index]
 
     def __repr__(self) -> str:
-        return f"LambdaEntry({self.variable.name}[{self.index}] = {self.value:g})"
+        if self.variable is None:
+            return f"Factor({self.value:g})"
+        return f"Factor({self.variable.name}[{self.index}] = {self.value:g})"
 
 
-def is_factor_variable(value: Any) -> bool:
-    """Whether a λ is read from the model's λ vector at each step (a `LambdaEntry`)."""
-    return isinstance(value, LambdaEntry)
-
-
-def factor_is_zero(value: Any) -> bool:
-    """Whether a λ is the constant 0 (a term that is not computed). A variable λ never is."""
-    return not is_factor_variable(value) and value == 0
-
-
-def factor_tensor(value: Any) -> Any:
-    """A λ as the step reads it: the float, or the variable's current value."""
-    return value.read() if isinstance(value, LambdaEntry) else value
-
-
-def factor_value(value: Any) -> float:
-    """A λ's value now, as a Python float."""
-    return value.value if is_factor_variable(value) else value
-
-
-def validate_penalty(value: Any, name: str) -> Any:
-    """A regularization factor λ: a finite, non-negative float (or the `LambdaEntry` of a schedule)."""
-    if isinstance(value, LambdaEntry):
-        return value
+def validate_penalty(value: Any, name: str) -> float:
+    """A regularization factor λ: a finite, non-negative float."""
     if callable(value) or isinstance(value, keras.Variable):
         # PenaltySchedule's keywords are regularize's: l1_weight, l1_bias, l2_weight, l2_bias.
         schedule = (

@@ -67,7 +67,7 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.factors import LambdaEntry, factor_is_zero
+from keras_l1l2plus.factors import Factor
 from keras_l1l2plus.regularizer import as_l1l2plus
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
@@ -100,17 +100,20 @@ def _shrinkage(w: Any, threshold: Any) -> Any:
     return ops.clip(w, -threshold, threshold)
 
 
-def proximal_l1(variable: Any) -> Any:
-    """λ1 of `variable`'s proximal `L1L2Plus` regularizer (a float or a `LambdaEntry`); 0.0 when it has none."""
+def proximal_l1(variable: Any) -> Factor:
+    """The λ1 `Factor` of `variable`'s proximal `L1L2Plus` regularizer; the constant 0 when it has none."""
     regularizer = as_l1l2plus(getattr(variable, "regularizer", None))
     if regularizer is None or not regularizer.proximal:
-        return 0.0
-    return regularizer.l1
+        return _ZERO
+    return regularizer.factor("l1")
+
+
+_ZERO = Factor(0.0)
 
 
 def takes_proximal_step(variable: Any) -> bool:
     """Whether `variable` has a proximal `L1L2Plus` with an L1 factor that is not the constant 0."""
-    return not factor_is_zero(proximal_l1(variable))
+    return not proximal_l1(variable).is_zero
 
 
 def proximal_roles(model: Any) -> tuple[str, ...]:
@@ -245,7 +248,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         for variable in var_list:  # λ1s a PenaltySchedule set before this optimizer existed
             l1 = proximal_l1(variable)
-            if isinstance(l1, LambdaEntry):
+            if l1.scheduled:
                 self.track_lambda(l1.variable)
 
     @property
@@ -318,8 +321,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         for variable, l1 in targets:
             eta = step_size(inner, variable, learning_rate, step, self.threshold)
             updated = variable.value
-            if isinstance(l1, LambdaEntry):  # a scheduled λ1: on JAX, from the copy this update can read
-                l1 = l1.read(self._lambdas.get(id(l1.variable)))
+            # A scheduled λ1 is read, on JAX, from the copy this update can read.
+            l1 = l1.read(self._lambdas.get(id(l1.variable))) if l1.scheduled else l1.value
             shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
             if variable.constraint is None:
                 if first_ema_step is not None:  # only EMA reads them (on PyTorch each is a full-size tensor)

@@ -33,15 +33,7 @@ import keras
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.factors import (
-    factor_is_zero,
-    factor_tensor,
-    factor_value,
-    is_factor_variable,
-    validate_flag,
-    validate_penalty,
-    validate_zero_grad,
-)
+from keras_l1l2plus.factors import Factor, validate_flag, validate_penalty, validate_zero_grad
 
 __all__ = ["L1L2Plus", "as_l1l2plus", "penalty", "recording_terms"]
 
@@ -113,9 +105,9 @@ def in_dtype(x: Any, dtype: str) -> Any:
     return x if keras.backend.standardize_dtype(x.dtype) == dtype else ops.cast(x, dtype)
 
 
-def _factor(value: Any, dtype: str) -> Any:
-    """A λ for arithmetic in `dtype`: a Python float as it is, a tensor cast."""
-    return value if isinstance(value, float) else in_dtype(factor_tensor(value), dtype)
+def _factor(factor: Factor, dtype: str) -> Any:
+    """A λ for arithmetic in `dtype`: a constant's Python float as it is, a scheduled λ's entry cast."""
+    return in_dtype(factor.read(), dtype) if factor.scheduled else factor.value
 
 
 def l1_slope(x: Any, zero_grad: float) -> Any:
@@ -154,7 +146,7 @@ def squared_l2_norm(x: Any) -> Any:
     return ops.sum(ops.square(in_dtype(x, accumulation_dtype(x.dtype))))
 
 
-def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
+def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
     """`(l1·Σ|x| + l2·Σx², Σ|x|, Σx²)`, the penalty through one custom gradient.
 
         value = l1·Σ|x| + l2·Σx²                       (accumulation dtype)
@@ -168,6 +160,11 @@ def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool 
     it). A factor that is the constant 0 is not computed (its sum is None).
     At least one term must have a gradient (a `ValueError` otherwise):
     `L1L2Plus.__call__` takes the other cases through `L1L2Plus.sums`.
+    `l1` and `l2` are `Factor`s. On TensorFlow, where the graph executor
+    would hold both full-size halves of that backward at once, a float32 or
+    float64 `x` with both gradients takes Σ|x| through `l1_norm` and leaves
+    Σx² to autodiff (`_keras.fused_gradient_saves_memory`): the same values,
+    and Keras's `L1L2`'s peak memory.
 
     The sums come out of the custom gradient's forward pass where the backend
     lets a value leave it (`_keras.forward_values_escape`); elsewhere they
@@ -177,7 +174,7 @@ def penalty(x: Any, l1: Any, l2: Any, zero_grad: float = 0.0, l1_gradient: bool 
     x = read_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     acc = accumulation_dtype(dtype)
-    with_l1, with_l2 = not factor_is_zero(l1), not factor_is_zero(l2)
+    with_l1, with_l2 = not l1.is_zero, not l2.is_zero
     if not (with_l2 or (with_l1 and l1_gradient)):
         raise ValueError("penalty: no term has a gradient; take the value from `L1L2Plus.sums`.")
     l1, l2 = _factor(l1, acc), _factor(l2, acc)
@@ -261,9 +258,10 @@ class L1L2Plus(keras.regularizers.Regularizer):
     ... )
 
     Args:
-        l1: L1 factor λ1, a finite float ≥ 0. `None` means 0. (A
-            `PenaltySchedule` replaces it by an entry of the model's λ
-            vector, read at every step.)
+        l1: L1 factor λ1, a finite float ≥ 0. `None` means 0. The
+            attribute `l1` is the λ of the moment, a float; a
+            `PenaltySchedule` makes the step read it from the model's λ
+            vector (`factor("l1")`, a `factors.Factor`).
         l2: L2 factor λ2, the same.
         zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
             Unused with `proximal=True`, where the L1 term has no gradient.
@@ -271,10 +269,35 @@ class L1L2Plus(keras.regularizers.Regularizer):
     """
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False):
-        self.l1 = validate_penalty(l1, "l1")
-        self.l2 = validate_penalty(l2, "l2")
+        self._factors = {"l1": Factor(validate_penalty(l1, "l1")), "l2": Factor(validate_penalty(l2, "l2"))}
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
+
+    @property
+    def l1(self) -> float:
+        """λ1 now, a float (as `keras.regularizers.L1L2.l1`); setting it makes it a constant again."""
+        return self._factors["l1"].value
+
+    @l1.setter
+    def l1(self, value: float) -> None:
+        self._factors["l1"] = Factor(validate_penalty(value, "l1"))
+
+    @property
+    def l2(self) -> float:
+        """λ2 now, a float; setting it makes it a constant again."""
+        return self._factors["l2"].value
+
+    @l2.setter
+    def l2(self, value: float) -> None:
+        self._factors["l2"] = Factor(validate_penalty(value, "l2"))
+
+    def factor(self, kind: str) -> Factor:
+        """The `Factor` of `kind` ("l1" or "l2"): how the step reads that λ."""
+        return self._factors[kind]
+
+    def schedule(self, kind: str, factor: Factor) -> None:
+        """Makes the step read λ `kind` from `factor` (an entry of the model's λ vector; `PenaltySchedule`)."""
+        self._factors[kind] = factor
 
     def sums(self, x: Any) -> tuple[Any, Any]:
         """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
@@ -283,13 +306,13 @@ class L1L2Plus(keras.regularizers.Regularizer):
         (the proximal step applies L1); Σx² has 2x.
         """
         x = as_input(x)
-        if factor_is_zero(self.l1):
+        if self._factors["l1"].is_zero:
             l1_sum = None
         elif self.proximal:
             l1_sum = ops.stop_gradient(ops.sum(ops.absolute(in_dtype(x, accumulation_dtype(x.dtype)))))
         else:
             l1_sum = l1_norm(x, self.zero_grad)
-        return l1_sum, None if factor_is_zero(self.l2) else squared_l2_norm(x)
+        return l1_sum, None if self._factors["l2"].is_zero else squared_l2_norm(x)
 
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
@@ -300,17 +323,18 @@ class L1L2Plus(keras.regularizers.Regularizer):
         acc = accumulation_dtype(ops.convert_to_tensor(x).dtype)
         return tuple(
             ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
-            for factor, total in ((self.l1, l1_sum), (self.l2, l2_sum))
+            for factor, total in ((self._factors["l1"], l1_sum), (self._factors["l2"], l2_sum))
         )
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
         tensor = as_input(x)  # `x` itself keys the recorded sums
-        if factor_is_zero(self.l2) and (self.proximal or factor_is_zero(self.l1)):  # no gradient to define
+        l1, l2 = self._factors["l1"], self._factors["l2"]
+        if l2.is_zero and (self.proximal or l1.is_zero):  # no gradient to define
             l1_sum, l2_sum = self.sums(tensor)
             value = self._terms_of(tensor, l1_sum, l2_sum)[0]
         else:
-            value, l1_sum, l2_sum = penalty(tensor, self.l1, self.l2, self.zero_grad, l1_gradient=not self.proximal)
+            value, l1_sum, l2_sum = penalty(tensor, l1, l2, self.zero_grad, l1_gradient=not self.proximal)
         recorded = getattr(_recording, "terms", None)
         if recorded is not None and (l1_sum is not None or l2_sum is not None):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
@@ -325,8 +349,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
     def get_config(self) -> dict[str, Any]:
         """Plain values; a variable λ is saved as its value now (the λ of the moment)."""
         return {
-            "l1": factor_value(self.l1),
-            "l2": factor_value(self.l2),
+            "l1": self.l1,
+            "l2": self.l2,
             "zero_grad": self.zero_grad,
             "proximal": self.proximal,
         }
@@ -334,7 +358,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
     @property
     def scheduled(self) -> bool:
         """Whether a λ of this regularizer is read from the model's λ vector (set by `PenaltySchedule`)."""
-        return is_factor_variable(self.l1) or is_factor_variable(self.l2)
+        return any(factor.scheduled for factor in self._factors.values())
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":

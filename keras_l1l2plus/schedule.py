@@ -14,7 +14,7 @@ proximal λ1 until a target fraction of the weights is exactly 0).
 How: the scheduled λs of a model are the entries of one non-trainable
 float32 `keras.Variable` of 4 (`lambdas`, in the order l1_weight, l1_bias,
 l2_weight, l2_bias). The `L1L2Plus` regularizers of a role read their entry
-in the step (`L1L2Plus.l1` is a `LambdaEntry`), so a new value reaches the
+in the step (`L1L2Plus.factor("l1")` is a `Factor` of that entry), so a new value reaches the
 next step with no new trace, under `jit_compile`, `steps_per_execution` and
 `tf.distribute`. On JAX the variable is part of the state the trainer threads
 through the jitted step (and of a `ProximalOptimizer`'s, for the proximal
@@ -43,7 +43,7 @@ import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.factors import LambdaEntry, factor_value, validate_penalty
+from keras_l1l2plus.factors import Factor, validate_penalty
 from keras_l1l2plus.proximal import find_proximal_optimizer
 from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.roles import regularizer_attributes, walk_layers
@@ -56,7 +56,7 @@ __all__ = ["PenaltySchedule", "lambda_variables"]
 Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule, Callable[[int], float]]
 
 
-def lambda_variables(model: Any) -> dict[str, LambdaEntry]:
+def lambda_variables(model: Any) -> dict[str, Factor]:
     """`{term: its entry in the λ vector}` of the λs a `PenaltySchedule` set on `model` and some
     regularizer of the model still reads (a later `regularize()` puts constant λs back)."""
     state = _keras.model_state(model, "lambdas")
@@ -65,7 +65,7 @@ def lambda_variables(model: Any) -> dict[str, LambdaEntry]:
     return {
         term: entry
         for term, entry in state["entries"].items()
-        if any(getattr(r, term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))
+        if any(r.factor(term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))
     }
 
 
@@ -129,14 +129,14 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     for term in terms:
         kind = term.split("_")[0]
         entry = state["entries"].get(term)
-        if entry is None or all(getattr(r, kind) is not entry for r in regularizers[term]):
+        if entry is None or all(r.factor(kind) is not entry for r in regularizers[term]):
             # First schedule of this term, or regularize() put constants back: start from the current λ.
-            start = factor_value(getattr(regularizers[term][0], kind))
-            entry = state["entries"][term] = LambdaEntry(vector, TERM_NAMES.index(term), start)
+            start = regularizers[term][0].factor(kind).value
+            entry = state["entries"][term] = Factor(start, vector, TERM_NAMES.index(term))
             vector.assign(_vector_value(state))
         for regularizer in regularizers[term]:
-            if getattr(regularizer, kind) is not entry:
-                setattr(regularizer, kind, entry)
+            if regularizer.factor(kind) is not entry:
+                regularizer.schedule(kind, entry)
                 changed = True
         optimizer = find_proximal_optimizer(getattr(model, "optimizer", None))
         if kind == "l1" and optimizer is not None and any(r.proximal for r in regularizers[term]):

@@ -17,13 +17,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_l1l2plus.factors import factor_is_zero, factor_tensor, is_factor_variable, validate_flag
+from keras_l1l2plus.factors import Factor, validate_flag
 from keras_l1l2plus.regularizer import as_l1l2plus, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
 
 TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
+_ONE = Factor(1.0)  # the factor of a value counted as it is (another regularizer's, the loss, a count)
 
 
 def penalty_terms(
@@ -108,7 +109,7 @@ class PenaltySums(NamedTuple):
 
     keys: tuple[str, ...]  # TERM_NAMES, "penalty", then "<term>/<layer>" keys
     sums: list  # float32 scalar tensors
-    factors: list  # a float, a LambdaEntry (read in the step), or 1.0 for another regularizer
+    factors: list  # a `Factor` each (read in the step when scheduled), Factor(1.0) for another regularizer
     counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
 
     def combine(
@@ -126,11 +127,11 @@ class PenaltySums(NamedTuple):
         if not sums:
             return ops.zeros((counts_in.shape[1],), dtype="float32")
         stacked = ops.stack(sums)
-        if any(is_factor_variable(f) for f in factors):
-            stacked = stacked * ops.stack([ops.convert_to_tensor(factor_tensor(f), "float32") for f in factors])
+        if any(f.scheduled for f in factors):
+            stacked = stacked * ops.stack([ops.convert_to_tensor(f.read(), "float32") for f in factors])
             matrix = counts_in
         else:
-            matrix = counts_in * np.asarray(factors, dtype="float32")[:, None]
+            matrix = counts_in * np.asarray([f.value for f in factors], dtype="float32")[:, None]
         # Elementwise, not `matmul`: a float32 matmul may run at reduced
         # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
         return ops.sum(ops.multiply(ops.expand_dims(stacked, 1), matrix), axis=0)
@@ -151,13 +152,13 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
         split = as_l1l2plus(regularizer)
         if split is None:
             sums.append(in_dtype(ops.sum(regularizer(owned.variable)), "float32"))
-            factors.append(1.0)
+            factors.append(_ONE)
             columns.append((keys["penalty"],))
             continue
         pair = _recorded_sums(recorded, owned.variable) if split is regularizer else None
         if pair is None:
             pair = split.sums(owned.variable)
-        for kind, factor, total in (("l1", split.l1, pair[0]), ("l2", split.l2, pair[1])):
+        for kind, factor, total in (("l1", split.factor("l1"), pair[0]), ("l2", split.factor("l2"), pair[1])):
             name = f"{kind}_{owned.role}"
             counts_in = (keys[name], keys["penalty"])
             if per_layer:
@@ -206,7 +207,7 @@ def sparsity(
     sizes = dict.fromkeys(roles, 0)
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in sizes or split is None or factor_is_zero(split.l1):
+        if owned.role not in sizes or split is None or split.factor("l1").is_zero:
             continue
         if proximal_only and not split.proximal:
             continue

@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
+from keras_l1l2plus.factors import Factor
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import in_dtype
 from keras_l1l2plus.terms import penalty_sums, sparsity
@@ -100,7 +101,8 @@ class PenaltyMetric(_keras.MetricContainer):
         counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
         counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
         loss = ops.stop_gradient(in_dtype(ops.sum(loss), "float32"))  # a value for the logs, not part of the gradient
-        values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, 1.0, 1.0], counts_in)
+        one = Factor(1.0)
+        values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, one, one], counts_in)
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*self._sparsity().values(), *self._lambda_values()]
