@@ -296,3 +296,16 @@ def test_two_schedules_of_one_term_in_one_fit_are_refused():
         model.fit(*ZEROS, epochs=1, verbose=0, callbacks=[schedule])
     model.fit(*ZEROS, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=0.4)])
     assert model.layers[0].kernel_regularizer.get_config()["l2"] == 0.4
+
+
+def test_a_scheduled_lambda_reads_as_a_float_and_assigning_one_makes_it_constant():
+    """λ has one type inside (factors.Factor); the attribute stays a float, as Keras's L1L2.l2 is."""
+    model = decay_model()
+    model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=SCHEDULE)])
+    reg = model.layers[0].kernel_regularizer
+    assert type(reg.l2) is float and reg.l2 == pytest.approx(lam(7), rel=1e-7)  # the λ of the last step, 7
+    assert reg.factor("l2").scheduled and reg.scheduled
+    reg.l2 = 0.3
+    assert not reg.factor("l2").scheduled and not reg.scheduled and reg.get_config()["l2"] == 0.3
+    with pytest.raises(ValueError, match="l2"):
+        reg.l2 = -1.0
