@@ -79,16 +79,19 @@ def chart_data(url: str) -> dict[str, dict[str, dict[str, list]]]:
     return data
 
 
-def screenshot(url: str, out: Path, size: str = "1400,1000") -> None:
-    """Headless Chromium's picture of TensorBoard's "Custom Scalars" dashboard."""
+def screenshot(url: str, out: Path, size: str = "1400,1400") -> None:
+    """Headless Chromium's picture of TensorBoard's "Custom Scalars" dashboard (a fresh profile, no network)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no Chromium found: apt-get install chromium")
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={size}",
-         "--virtual-time-budget=60000", f"--screenshot={out}", f"{url}/#custom_scalars"],
-        check=True, capture_output=True, timeout=120,
-    )
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--hide-scrollbars", f"--window-size={size}",
+             "--virtual-time-budget=60000", f"--screenshot={out}", f"{url}/#custom_scalars"],
+            check=True, capture_output=True, timeout=180,
+        )
 
 
 def main(argv=None) -> dict:

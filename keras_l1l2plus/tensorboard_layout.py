@@ -1,4 +1,4 @@
-"""`write_tensorboard_layout`: TensorBoard charts that show the penalty terms together.
+"""`write_tensorboard_layout`: TensorBoard charts of the loss, the data loss and each penalty term.
 
 Keras's `TensorBoard` callback writes each logged value as its own scalar
 (`epoch_l1_weight`, `epoch_data_loss`, ... in the `train` run, their
@@ -9,10 +9,16 @@ layout, with TensorBoard's own protos and event writer (no TensorFlow
 needed), as one small event file:
 
     loss = data_loss + penalty     epoch_loss, epoch_data_loss, epoch_penalty
-    penalty terms                  epoch_l1_weight … epoch_l2_bias, epoch_penalty
     data loss                      epoch_data_loss: train is data_loss, validation is val_data_loss
+    l1_weight, l2_weight           one chart each: epoch_l1_weight, epoch_l2_weight
+    l1_bias, l2_bias               one chart each: epoch_l1_bias, epoch_l2_bias
     sparsity                       epoch_sparsity_weight, epoch_sparsity_bias (with sparsity=True)
     <term> per layer               epoch_<term>/<layer> (with per_layer=True)
+
+Each term has a chart of its own, scaled to it: the terms differ by orders
+of magnitude (l1_weight ~0.1, l1_bias ~3e-4, l2_bias ~1e-5 in the digits
+example), and in one linear chart the small ones lie flat on 0. A chart of
+one tag has one series per run (its `train` and `validation` runs).
 
 The charts are under "Custom Scalars" in TensorBoard (`#custom_scalars`).
 """
@@ -27,9 +33,16 @@ from typing import Union
 from keras_l1l2plus.factors import validate_flag
 from keras_l1l2plus.terms import TERM_NAMES
 
-__all__ = ["CATEGORY", "tensorboard_layout", "write_tensorboard_layout"]
+__all__ = ["CATEGORY", "TERM_CHARTS", "tensorboard_layout", "write_tensorboard_layout"]
 
 CATEGORY = "keras-l1l2plus: Loss = DataLoss + L1w + L1b + L2w + L2b"
+#: One chart per term, in the layout's order: the weight terms side by side, then the bias terms.
+TERM_CHARTS = {
+    "l1_weight": "l1_weight = λ1·Σ|w| over the weights",
+    "l2_weight": "l2_weight = λ2·Σw² over the weights",
+    "l1_bias": "l1_bias = λ1·Σ|b| over the biases",
+    "l2_bias": "l2_bias = λ2·Σb² over the biases",
+}
 
 
 def _tensorboard():
@@ -51,11 +64,10 @@ def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False):
     def chart(title: str, *tags: str):
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
 
-    terms = "|".join(TERM_NAMES)
     charts = [
         chart("loss = data_loss + penalty", r"^epoch_(loss|data_loss|penalty)$"),
-        chart("penalty = l1_weight + l1_bias + l2_weight + l2_bias", rf"^epoch_({terms}|penalty)$"),
         chart("data_loss (train run) and val_data_loss (validation run)", r"^epoch_data_loss$"),
+        *(chart(title, rf"^epoch_{term}$") for term, title in TERM_CHARTS.items()),
     ]
     if sparsity:
         charts.append(chart("sparsity: fraction of exactly-zero entries", r"^epoch_sparsity_(weight|bias)$"))

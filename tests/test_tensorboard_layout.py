@@ -9,7 +9,8 @@ import pytest
 from backends import only_on
 
 import keras_l1l2plus as kl
-from keras_l1l2plus.tensorboard_layout import CATEGORY, tensorboard_layout
+from keras_l1l2plus.tensorboard_layout import CATEGORY, TERM_CHARTS, tensorboard_layout
+from keras_l1l2plus.terms import TERM_NAMES
 
 TERMS = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -40,14 +41,36 @@ def test_layout_written_and_read_back(tmp_path):
     (layout,) = read_layout(tmp_path / "run")
     assert layout == tensorboard_layout(sparsity=True)
     found = charts(layout)
-    assert found["penalty = l1_weight + l1_bias + l2_weight + l2_bias"] == [
-        "^epoch_(l1_weight|l1_bias|l2_weight|l2_bias|penalty)$"]
+    assert list(found) == [
+        "loss = data_loss + penalty",
+        "data_loss (train run) and val_data_loss (validation run)",
+        "l1_weight = λ1·Σ|w| over the weights",
+        "l2_weight = λ2·Σw² over the weights",
+        "l1_bias = λ1·Σ|b| over the biases",
+        "l2_bias = λ2·Σb² over the biases",
+        "sparsity: fraction of exactly-zero entries",
+    ]
+    assert found["loss = data_loss + penalty"] == ["^epoch_(loss|data_loss|penalty)$"]
     assert found["data_loss (train run) and val_data_loss (validation run)"] == ["^epoch_data_loss$"]
-    assert "sparsity: fraction of exactly-zero entries" in found
+    assert found["l2_bias = λ2·Σb² over the biases"] == ["^epoch_l2_bias$"]
+    assert found["sparsity: fraction of exactly-zero entries"] == ["^epoch_sparsity_(weight|bias)$"]
+
+
+def test_each_term_has_a_chart_of_its_own():
+    """Terms ~0.1 and ~1e-5 in one linear chart: the small ones lie flat on 0. One tag per chart, its own scale."""
+    found = charts(tensorboard_layout())
+    assert sorted(TERM_CHARTS) == sorted(TERM_NAMES)
+    for term, title in TERM_CHARTS.items():
+        assert found[title] == [f"^epoch_{term}$"]
+        assert title.startswith(f"{term} = ")
+    import re
+
+    for title, (pattern,) in found.items():  # no chart holds two terms
+        assert sum(bool(re.search(pattern, f"epoch_{term}")) for term in TERMS) <= 1, title
 
 
 def test_charts_follow_the_arguments():
-    assert len(charts(tensorboard_layout())) == 3  # no sparsity chart without the proximal step
+    assert len(charts(tensorboard_layout())) == 6  # no sparsity chart without the proximal step
     per_layer = charts(tensorboard_layout(per_layer=True))
     assert per_layer["l2_bias per layer"] == ["^epoch_l2_bias/"]
 
@@ -87,10 +110,15 @@ def test_tensorboard_serves_the_charts_with_the_logged_values(tmp_path):
     def values(events):
         return [value for _, _, value in sorted(events, key=lambda e: e[1])]
 
-    terms = data["penalty = l1_weight + l1_bias + l2_weight + l2_bias"]["run1/train"]
-    assert sorted(terms) == sorted(f"epoch_{k}" for k in (*TERMS, "penalty"))
-    for key in (*TERMS, "penalty"):
-        np.testing.assert_allclose(values(terms[f"epoch_{key}"]), history[key], rtol=1e-6)
+    for key in TERMS:  # each term in its chart: train and validation, as logged
+        chart = data[TERM_CHARTS[key]]
+        assert sorted(chart["run1/train"]) == [f"epoch_{key}"]
+        np.testing.assert_allclose(values(chart["run1/train"][f"epoch_{key}"]), history[key], rtol=1e-6)
+        np.testing.assert_allclose(values(chart["run1/validation"][f"epoch_{key}"]), history[f"val_{key}"],
+                                   rtol=1e-6)
+    losses = data["loss = data_loss + penalty"]["run1/train"]
+    assert sorted(losses) == ["epoch_data_loss", "epoch_loss", "epoch_penalty"]
+    np.testing.assert_allclose(values(losses["epoch_penalty"]), history["penalty"], rtol=1e-6)
     data_loss = data["data_loss (train run) and val_data_loss (validation run)"]
     np.testing.assert_allclose(values(data_loss["run1/train"]["epoch_data_loss"]), history["data_loss"], rtol=1e-6)
     np.testing.assert_allclose(values(data_loss["run1/validation"]["epoch_data_loss"]), history["val_data_loss"],

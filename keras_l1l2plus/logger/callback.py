@@ -59,6 +59,9 @@ class PenaltyLogger(keras.callbacks.Callback):
     terms, `penalty`, `sparsity_*` and `val_data_loss`; the other keys
     (`val_<term>`, `val_penalty`, `val_sparsity_*`, per-layer terms) are in
     the logs but not on the line (`progress_bar="all"` prints them too).
+    In a terminal the line is one row per epoch, whatever its width: short
+    names, and the least important values left out when it does not fit
+    (`progress.ProgressBar` says which).
 
     They mean what Keras's `loss` means: batch logs hold running means since
     the epoch began, epoch logs the epoch means, each step contributing the
