@@ -18,7 +18,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 (tf.k
 
 from keras_l1l2plus.apply import regularize  # noqa: E402
 from keras_l1l2plus.logger import PenaltyLogger  # noqa: E402
-from keras_l1l2plus.proximal import ProximalOptimizer  # noqa: E402
+from keras_l1l2plus.proximal import ProximalL1, ProximalOptimizer  # noqa: E402, F401 - ProximalL1: removed
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
 from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
 from keras_l1l2plus.tensorboard_layout import write_tensorboard_layout  # noqa: E402
@@ -36,13 +36,3 @@ __all__ = [
     "write_tensorboard_layout",
     "__version__",
 ]
-
-
-def __getattr__(name: str):
-    if name == "ProximalL1":  # the callback of 0.1
-        raise AttributeError(
-            "keras_l1l2plus.ProximalL1 was removed in 0.2: the proximal L1 step is part of the "
-            "optimizer's update. Compile with optimizer=keras_l1l2plus.ProximalOptimizer(<your "
-            "optimizer>) and drop the callback."
-        )
-    raise AttributeError(f"module 'keras_l1l2plus' has no attribute {name!r}")

@@ -9,6 +9,7 @@ giving wrong numbers.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Iterator
 
@@ -17,6 +18,7 @@ import keras
 __all__ = [
     "MetricContainer",
     "add_model_metric",
+    "distribution_scope",
     "ema_average",
     "flatten_layers",
     "flatten_results_without",
@@ -36,6 +38,7 @@ __all__ = [
     "restore_flat_results",
     "returns_flat_results",
     "running_call",
+    "same_call",
     "second_moment",
     "set_step_function",
     "state_is_threaded",
@@ -228,13 +231,37 @@ def state_is_threaded() -> bool:
 
 
 def is_running(frame: Any) -> bool:
-    """Whether `frame` is on the current call stack (its call has not ended)."""
-    current = sys._getframe(1)
-    while current is not None:
-        if current is frame:
-            return True
-        current = current.f_back
+    """Whether `frame` is on a call stack of any thread (its call has not ended).
+
+    Every thread: Keras may run an `async_safe` callback's batch-end hook on
+    a worker thread, and a call it makes (a `test_on_batch`) is still nested
+    in the fit running on the main thread.
+    """
+    if frame is None:
+        return False
+    for current in sys._current_frames().values():
+        while current is not None:
+            if current is frame:
+                return True
+            current = current.f_back
     return False
+
+
+def same_call(callback: Any, other: Any) -> bool:
+    """Whether two callbacks were given to the same call of `fit` or `evaluate`.
+
+    Keras's `CallbackList` hands one `params` dict (epochs, steps, verbose) to
+    every callback of a call, and a new one to the next call; a
+    `CallbackList` built by hand without params gives them none, and then
+    no two callbacks count as one call's.
+    """
+    return bool(callback.params) and callback.params is other.params
+
+
+def distribution_scope(model: Any) -> Any:
+    """The scope new variables of `model` are made in: its `tf.distribute` strategy's, else none."""
+    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 def flatten_layers(layer: Any) -> Iterator[Any]:

@@ -398,3 +398,20 @@ def find_proximal_optimizer(optimizer: Any) -> ProximalOptimizer | None:
 def uses_proximal_step(optimizer: Any) -> bool:
     """True if `optimizer` is a `ProximalOptimizer` or wraps one (e.g. in a LossScaleOptimizer)."""
     return find_proximal_optimizer(optimizer) is not None
+
+
+class ProximalL1:
+    """Removed in 0.2 (not in `keras_l1l2plus.__all__`): the proximal step is part of the optimizer's update.
+
+    Compile with `keras_l1l2plus.ProximalOptimizer(<optimizer>)` instead of
+    passing this callback to `fit`; the name stays so that old code gets
+    that message, from `kl.ProximalL1()` and `from keras_l1l2plus import
+    ProximalL1` alike.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError(
+            "keras_l1l2plus.ProximalL1 was removed in 0.2: the proximal L1 step is part of the "
+            "optimizer's update. Compile with optimizer=keras_l1l2plus.ProximalOptimizer(<your "
+            "optimizer>) and drop the callback."
+        )

@@ -15,10 +15,13 @@ valid choice. Backends disagree on it (TensorFlow's `abs` gives 0, JAX's gives
 
 `L1L2Plus.__call__`, what Keras adds to the loss, takes both terms through
 one custom gradient (`penalty`): its backward pass is `(u·l1)·s(x) +
-(u·2·l2)·x` for the upstream u: about 20 ops per variable in a TensorFlow
-train step where Keras's `L1L2` takes 28 (the op counts are in
-BENCHMARKS.md). `L1L2Plus.sums` and `terms` give the terms separately, each
-with its own gradient, for `penalty_terms`.
+(u·2·l2)·x` for the upstream u, 18 ops per variable in a PyTorch or JAX
+train step where Keras's `L1L2` takes 26. On TensorFlow a float32 or
+float64 variable with both gradients takes Σ|x| through its own custom
+gradient and Σx² through autodiff instead, for Keras's `L1L2`'s peak memory
+(25 ops against Keras's 28; the op counts are in BENCHMARKS.md).
+`L1L2Plus.sums` and `terms` give the terms separately, each with its own
+gradient, for `penalty_terms`.
 
 This module is the one place the penalty math lives.
 """
@@ -269,35 +272,44 @@ class L1L2Plus(keras.regularizers.Regularizer):
     """
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False):
-        self._factors = {"l1": Factor(validate_penalty(l1, "l1")), "l2": Factor(validate_penalty(l2, "l2"))}
+        self._l1, self._l2 = Factor(validate_penalty(l1, "l1")), Factor(validate_penalty(l2, "l2"))
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
 
     @property
     def l1(self) -> float:
-        """λ1 now, a float (as `keras.regularizers.L1L2.l1`); setting it makes it a constant again."""
-        return self._factors["l1"].value
+        """λ1 now, a float (as `keras.regularizers.L1L2.l1`).
+
+        Setting it makes it a constant again. As with Keras's own `L1L2`, a
+        train step traced before keeps the λ it was traced with until it is
+        traced again (`regularize(model, ...)` or `compile`); the way to
+        change a λ during training is `PenaltySchedule`.
+        """
+        return self._l1.value
 
     @l1.setter
     def l1(self, value: float) -> None:
-        self._factors["l1"] = Factor(validate_penalty(value, "l1"))
+        self._l1 = Factor(validate_penalty(value, "l1"))
 
     @property
     def l2(self) -> float:
-        """λ2 now, a float; setting it makes it a constant again."""
-        return self._factors["l2"].value
+        """λ2 now, a float; as `l1`."""
+        return self._l2.value
 
     @l2.setter
     def l2(self, value: float) -> None:
-        self._factors["l2"] = Factor(validate_penalty(value, "l2"))
+        self._l2 = Factor(validate_penalty(value, "l2"))
 
     def factor(self, kind: str) -> Factor:
         """The `Factor` of `kind` ("l1" or "l2"): how the step reads that λ."""
-        return self._factors[kind]
+        return self._l1 if kind == "l1" else self._l2
 
     def schedule(self, kind: str, factor: Factor) -> None:
         """Makes the step read λ `kind` from `factor` (an entry of the model's λ vector; `PenaltySchedule`)."""
-        self._factors[kind] = factor
+        if kind == "l1":
+            self._l1 = factor
+        else:
+            self._l2 = factor
 
     def sums(self, x: Any) -> tuple[Any, Any]:
         """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
@@ -306,13 +318,13 @@ class L1L2Plus(keras.regularizers.Regularizer):
         (the proximal step applies L1); Σx² has 2x.
         """
         x = as_input(x)
-        if self._factors["l1"].is_zero:
+        if self._l1.is_zero:
             l1_sum = None
         elif self.proximal:
             l1_sum = ops.stop_gradient(ops.sum(ops.absolute(in_dtype(x, accumulation_dtype(x.dtype)))))
         else:
             l1_sum = l1_norm(x, self.zero_grad)
-        return l1_sum, None if self._factors["l2"].is_zero else squared_l2_norm(x)
+        return l1_sum, None if self._l2.is_zero else squared_l2_norm(x)
 
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
@@ -323,13 +335,13 @@ class L1L2Plus(keras.regularizers.Regularizer):
         acc = accumulation_dtype(ops.convert_to_tensor(x).dtype)
         return tuple(
             ops.zeros((), dtype=acc) if total is None else _factor(factor, acc) * total
-            for factor, total in ((self._factors["l1"], l1_sum), (self._factors["l2"], l2_sum))
+            for factor, total in ((self._l1, l1_sum), (self._l2, l2_sum))
         )
 
     def __call__(self, x: Any) -> Any:
         """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
         tensor = as_input(x)  # `x` itself keys the recorded sums
-        l1, l2 = self._factors["l1"], self._factors["l2"]
+        l1, l2 = self._l1, self._l2
         if l2.is_zero and (self.proximal or l1.is_zero):  # no gradient to define
             l1_sum, l2_sum = self.sums(tensor)
             value = self._terms_of(tensor, l1_sum, l2_sum)[0]
@@ -358,7 +370,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
     @property
     def scheduled(self) -> bool:
         """Whether a λ of this regularizer is read from the model's λ vector (set by `PenaltySchedule`)."""
-        return any(factor.scheduled for factor in self._factors.values())
+        return self._l1.scheduled or self._l2.scheduled
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":

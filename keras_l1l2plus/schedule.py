@@ -33,7 +33,6 @@ until it is fitted with a `PenaltySchedule` again.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 import weakref
 from typing import Any, Callable, Union
@@ -116,8 +115,7 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
             )
 
     def new_state():
-        strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        with _keras.distribution_scope(model):
             vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
         return {"vector": vector, "entries": {}}
 
@@ -175,6 +173,12 @@ def _validate_schedule(schedule: Any, term: str) -> Schedule:
         callable(schedule) and not isinstance(schedule, keras.Variable)
     ):
         return schedule
+    if isinstance(schedule, keras.Variable):
+        raise ValueError(
+            f"Invalid value for argument `{term}`: a keras.Variable is not a schedule (this callback "
+            "writes the λs the step reads). Pass a float, a keras.optimizers.schedules.LearningRateSchedule "
+            f"or a function of the epoch. Received: {term}={schedule!r}"
+        )
     return validate_penalty(schedule, term)
 
 
@@ -261,7 +265,7 @@ class PenaltySchedule(keras.callbacks.Callback):
         owners = self._state.setdefault("owners", {})  # term → weak reference to its schedule
         for term in self.schedules:
             other = owners.get(term, lambda: None)()
-            if other is not None and other is not self and other.params is self.params:
+            if other is not None and other is not self and _keras.same_call(other, self):
                 raise ValueError(
                     f"Two PenaltySchedule callbacks set {term} in one fit: pass one. Received: {other!r} and {self!r}"
                 )

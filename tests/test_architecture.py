@@ -1,4 +1,4 @@
-"""The package's plan: each module on a floor, imports pointing down, no cycles (docs/design.md draws it)."""
+"""The package's plan: each module on a floor, imports pointing down, no cycles (docs/design.md lists the modules)."""
 
 import ast
 from pathlib import Path

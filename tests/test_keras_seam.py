@@ -132,6 +132,54 @@ def test_callback_model_getter_syncs_the_jax_state():
     assert synced == ([True] if keras.backend.backend() == "jax" else [])
 
 
+def test_callbacks_of_one_call_share_keras_params():
+    model = compiled_model()
+    a, b = keras.callbacks.Callback(), keras.callbacks.Callback()
+    keras.callbacks.CallbackList([a, b], model=model, epochs=1, steps=1, verbose=0)
+    assert a.params is b.params and _keras.same_call(a, b)
+    c = keras.callbacks.Callback()
+    keras.callbacks.CallbackList([c], model=model, epochs=1, steps=1, verbose=0)
+    assert not _keras.same_call(a, c)
+    d, e = keras.callbacks.Callback(), keras.callbacks.Callback()
+    keras.callbacks.CallbackList([d, e], model=model)  # no params: hand-made, no call to share
+    assert not _keras.same_call(d, e)
+
+
+def test_a_call_running_on_another_thread_is_running():
+    import sys
+    import threading
+
+    started, release, frames = threading.Event(), threading.Event(), []
+
+    def worker():
+        frames.append(sys._getframe())
+        started.set()
+        release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started.wait(10)
+    assert _keras.is_running(frames[0]) and not _keras.is_running(None)
+    release.set()
+    thread.join()
+    assert not _keras.is_running(frames[0])
+
+
+def test_new_variables_go_where_the_models_strategy_puts_them():
+    model = compiled_model()
+    with _keras.distribution_scope(model):
+        variable = keras.Variable(0.0)
+    assert float(variable.numpy()) == 0.0
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        with strategy.scope():
+            model = compiled_model()
+        with _keras.distribution_scope(model):
+            assert tf.distribute.get_strategy() is strategy
+
+
 def test_fused_gradient_memory_rule_names_a_backend():
     assert _keras.fused_gradient_saves_memory() == (keras.backend.backend() != "tensorflow")
 
@@ -296,7 +344,9 @@ def test_every_private_keras_name_the_package_uses_is_in_the_seam_and_tested():
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id.startswith("_"):
                 own.add(node.id)
             elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                if isinstance(node.ctx, ast.Store) and path.name != "_keras.py":  # there: Keras's attributes
+                # The package's own: what its classes set on `self` (outside the seam, which sets Keras's).
+                is_self = isinstance(node.value, ast.Name) and node.value.id == "self"
+                if isinstance(node.ctx, ast.Store) and is_self and path.name != "_keras.py":
                     own.add(node.attr)
                 used.setdefault(path.name if path.parent == package else f"{path.parent.name}/{path.name}",
                                 set()).add(node.attr)

@@ -98,8 +98,8 @@ def test_a_proximal_model_without_a_proximal_optimizer_points_to_one():
 
 
 def test_the_removed_callback_points_to_the_optimizer_that_replaced_it():
-    with pytest.raises(AttributeError) as error:
-        kl.ProximalL1  # noqa: B018
+    with pytest.raises(TypeError) as error:
+        kl.ProximalL1()
     call = suggested(str(error.value), r"optimizer=keras_l1l2plus\.ProximalOptimizer\(<your\s+optimizer>\)")
     assert isinstance(eval(re.sub(r"<your\s+optimizer>", '"sgd"', call.split("=", 1)[1]).replace("keras_l1l2plus", "kl")),
                       kl.ProximalOptimizer)

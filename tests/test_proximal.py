@@ -264,8 +264,10 @@ def test_proximal_without_a_proximal_optimizer_warns_in_the_logger():
 
 
 def test_the_removed_callback_says_what_replaces_it():
-    with pytest.raises(AttributeError, match="ProximalOptimizer"):
-        kl.ProximalL1  # noqa: B018 - the removed name says what replaced it
+    from keras_l1l2plus import ProximalL1  # old code's import still works, and says what replaced it
+
+    with pytest.raises(TypeError, match="ProximalOptimizer"):
+        ProximalL1()
     assert "ProximalL1" not in kl.__all__
 
 

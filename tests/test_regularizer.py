@@ -410,6 +410,19 @@ def test_export_savedmodel_serves(tmp_path):
     np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "split"])
+def test_the_fused_and_split_gradients_are_the_same(fused, monkeypatch):
+    """TensorFlow takes Σx² through autodiff (memory); elsewhere one custom gradient: the same numbers."""
+    import keras_l1l2plus._keras as seam
+
+    monkeypatch.setattr(seam, "fused_gradient_saves_memory", lambda: fused)
+    x = np.array([[0.0, -1.5, 2.0], [0.25, 0.0, -3.0]], "float32")
+    value, grad = value_and_grad(L1L2Plus(l1=0.01, l2=0.001, zero_grad=0.5), x)
+    expected_grad = 0.01 * np.where(x == 0, 0.5, np.sign(x)) + 2 * 0.001 * x
+    assert float(value) == pytest.approx(0.01 * np.abs(x).sum() + 0.001 * np.square(x).sum(), rel=1e-6)
+    np.testing.assert_allclose(to_numpy(grad), expected_grad, rtol=1e-6)
+
+
 @pytest.mark.parametrize("x", [None, "abc", b"abc", np.array(["a", "b"])], ids=["None", "str", "bytes", "str_array"])
 @pytest.mark.parametrize("method", ["__call__", "terms", "sums"])
 @pytest.mark.parametrize("factors", [dict(l1=0.1, l2=0.1), dict(l1=0.1, proximal=True), dict()],

@@ -225,7 +225,8 @@ def test_the_saved_lambda_is_the_value_given_and_the_hash_is_stable():
 @pytest.mark.parametrize("where", ["L1L2Plus", "regularize", "PenaltySchedule"])
 def test_a_bare_variable_is_not_a_lambda(where):
     variable = keras.Variable(0.1, trainable=False)
-    with pytest.raises(ValueError, match="PenaltySchedule"):
+    # Each message points to the way that works: PenaltySchedule, or (there) what it takes.
+    with pytest.raises(ValueError, match="is not a schedule" if where == "PenaltySchedule" else "PenaltySchedule"):
         if where == "L1L2Plus":
             kl.L1L2Plus(l2=variable)
         elif where == "regularize":
@@ -302,10 +303,22 @@ def test_a_scheduled_lambda_reads_as_a_float_and_assigning_one_makes_it_constant
     """λ has one type inside (factors.Factor); the attribute stays a float, as Keras's L1L2.l2 is."""
     model = decay_model()
     model.fit(*ZEROS, batch_size=1, epochs=1, verbose=0, callbacks=[kl.PenaltySchedule(l2_weight=SCHEDULE)])
-    reg = model.layers[0].kernel_regularizer
+    kernel = model.layers[0].kernel
+    reg = kernel.regularizer  # the variable's: what the loss calls
     assert type(reg.l2) is float and reg.l2 == pytest.approx(lam(7), rel=1e-7)  # the λ of the last step, 7
     assert reg.factor("l2").scheduled and reg.scheduled
     reg.l2 = 0.3
     assert not reg.factor("l2").scheduled and not reg.scheduled and reg.get_config()["l2"] == 0.3
+    expected = 0.3 * float(np.square(kernel.numpy().astype("float64")).sum())
+    assert float(kl.penalty_terms(model)["l2_weight"]) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="l2"):
         reg.l2 = -1.0
+
+
+def test_two_hand_made_callback_lists_are_not_one_fit():
+    """A custom loop's CallbackList without params: two schedules of a term in two loops are fine."""
+    model = decay_model()
+    first = kl.PenaltySchedule(l2_weight=0.1)
+    for schedule in (first, kl.PenaltySchedule(l2_weight=0.2)):
+        keras.callbacks.CallbackList([schedule], model=model).on_train_begin()
+    assert model.layers[0].kernel_regularizer.factor("l2").scheduled

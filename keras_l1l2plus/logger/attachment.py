@@ -42,7 +42,6 @@ would run.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import Any, Callable
 
@@ -81,12 +80,18 @@ class Attachment:
         """Makes `model`'s steps compute the terms, for `logger`'s fit or evaluate."""
         if self.attached:
             held = self.logger
-            if held is not None and held is not logger and held.params and held.params is logger.params:
+            if held is not None and held is not logger and _keras.same_call(held, logger):
                 raise ValueError(
                     "Two PenaltyLogger callbacks in one call of fit/evaluate: pass one. "
                     f"Received: {held!r} and {logger!r}"
                 )
-            if held is not None and held is not logger and _keras.is_running(self._running):
+            if held is not None and _keras.is_running(self._running):
+                if held is logger:  # the logger of the running fit, given again to a call nested in it
+                    raise ValueError(
+                        "This PenaltyLogger is logging the running fit; a call nested in it (from a "
+                        "callback) is logged with it anyway. Pass it no logger, or a new "
+                        f"PenaltyLogger(per_layer={logger.per_layer}). Received: {logger!r}"
+                    )
                 return self._join(held, logger)
             self.detach()  # left by a call that raised, or by this logger
         model = self.model
@@ -98,8 +103,7 @@ class Attachment:
             or self.metric.keys != (*keys, "data_loss", *latest_keys(roles, lambdas))
             or self.metric.lambda_ids != tuple(id(v) for v in lambdas.values())
         ):
-            strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
-            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            with _keras.distribution_scope(model):
                 self.metric = PenaltyMetric(
                     model, per_layer=logger.per_layer, term_keys=keys, sparsity_roles=roles, lambdas=lambdas
                 )

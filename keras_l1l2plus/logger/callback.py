@@ -79,7 +79,7 @@ class PenaltyLogger(keras.callbacks.Callback):
     raises; the logger does not rely on it): a step runs logged only when
     this logger claimed it just before, and any other call of the model's
     steps gives the model back exactly as it was (see
-    `keras_l1l2plus.Attachment`).
+    `keras_l1l2plus.logger.attachment`, where the states are written).
 
     Example:
 
