@@ -41,9 +41,11 @@ __all__ = [
     "same_call",
     "second_moment",
     "set_step_function",
+    "stack_scalars",
     "state_is_threaded",
     "step_function",
     "synced_model",
+    "tensors_outlive_the_step",
     "thread_state_variable",
     "unhook_compute_loss",
     "without_metric_state",
@@ -501,3 +503,28 @@ def synced_model(callback: Any) -> Any:
     stops: assigned λs would be lost on JAX, which the schedule tests catch.
     """
     return callback.model
+
+
+def tensors_outlive_the_step() -> bool:
+    """Whether a tensor made during one train step may be used by the next (PyTorch: eager).
+
+    TensorFlow and JAX trace the step: a tensor made while tracing belongs to
+    that trace, so what is kept from step to step is kept as numpy there
+    (and becomes a constant of each trace); PyTorch runs every step eagerly,
+    and a tensor made once saves its conversion at every step.
+    """
+    return keras.backend.backend() == "torch"
+
+
+def stack_scalars(values: list) -> Any:
+    """`ops.stack` of scalar tensors, with PyTorch's own `torch.stack` on PyTorch.
+
+    Keras's `ops.stack` converts each element through `convert_to_tensor` in
+    Python before stacking (tens of µs for a dozen scalars, at every eager
+    step); the values here are tensors already.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.stack(values)
+    return keras.ops.stack(values)

@@ -47,11 +47,12 @@ _recording = threading.local()
 
 
 @contextlib.contextmanager
-def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any]]]:
+def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any, Any]]]:
     """Collects the sums every `L1L2Plus` call on a variable computes meanwhile.
 
-    Yields `{id(x): (x, Σ|x|, Σx²)}` for every `x` an `L1L2Plus` was called on
-    meanwhile (a sum is None where its factor is 0), filled as Keras calls
+    Yields `{id(x): (x, Σ|x|, Σx², the regularizer)}` for every `x` an
+    `L1L2Plus` was called on meanwhile (a sum is None where its factor is 0),
+    filled as Keras calls
     the regularizers on its variables while it computes the loss, so the
     terms can be logged without computing them a second time. They are
     values for the logs: nothing differentiates them (on TensorFlow their
@@ -355,7 +356,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
             # the variables' values, and its sums stay in the custom gradient
             # (`penalty`): penalty_terms computes them again there, and XLA
             # merges the two computations.
-            recorded[id(x)] = (x, l1_sum, l2_sum)
+            recorded[id(x)] = (x, l1_sum, l2_sum, self)
         return value
 
     def get_config(self) -> dict[str, Any]:

@@ -111,6 +111,8 @@ class PenaltySums(NamedTuple):
     sums: list  # float32 scalar tensors
     factors: list  # a `Factor` each (read in the step when scheduled), Factor(1.0) for another regularizer
     counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
+    # Per sum, where a step's `recorded` holds it, (id(variable), 1 for Σ|x| or 2 for Σx²); None if computed here.
+    sources: tuple = ()
 
     def combine(
         self, sums: list | None = None, factors: list | None = None, counts_in: np.ndarray | None = None
@@ -143,6 +145,7 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
     keys = {name: i for i, name in enumerate((*TERM_NAMES, "penalty"))}
     sums: list = []
     factors: list = []
+    sources: list = []
     columns: list[tuple[int, ...]] = []
     layer_keys: dict[str, int] = {}
     for owned in owned_trainable_variables(model):
@@ -153,12 +156,16 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
         if split is None:
             sums.append(in_dtype(ops.sum(regularizer(owned.variable)), "float32"))
             factors.append(_ONE)
+            sources.append(None)
             columns.append((keys["penalty"],))
             continue
         pair = _recorded_sums(recorded, owned.variable) if split is regularizer else None
+        from_step = pair is not None
         if pair is None:
             pair = split.sums(owned.variable)
-        for kind, factor, total in (("l1", split.factor("l1"), pair[0]), ("l2", split.factor("l2"), pair[1])):
+        for slot, (kind, factor, total) in enumerate(
+            (("l1", split.factor("l1"), pair[0]), ("l2", split.factor("l2"), pair[1])), start=1
+        ):
             name = f"{kind}_{owned.role}"
             counts_in = (keys[name], keys["penalty"])
             if per_layer:
@@ -167,18 +174,19 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
             if total is not None:  # None: a factor that is the constant 0
                 sums.append(in_dtype(total, "float32"))
                 factors.append(factor)
+                sources.append((id(owned.variable), slot) if from_step else None)
                 columns.append(counts_in)
     names = (*keys, *layer_keys)
     matrix = np.zeros((len(sums), len(names)), dtype="float32")
     for row, counts_in in enumerate(columns):
         matrix[row, list(counts_in)] = 1.0
-    return PenaltySums(names, sums, factors, matrix)
+    return PenaltySums(names, sums, factors, matrix, tuple(sources))
 
 
 def _recorded_sums(recorded: dict | None, variable: Any) -> tuple[Any, Any] | None:
     """The sums recorded for `variable` in this step, if its regularizer was called on it."""
     found = recorded.get(id(variable)) if recorded else None
-    return None if found is None else found[1:]
+    return None if found is None else found[1:3]
 
 
 def sparsity(

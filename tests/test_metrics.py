@@ -7,7 +7,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from backends import only_on, op_count
+from backends import BACKEND, only_on, op_count
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -571,3 +571,38 @@ def test_a_custom_test_steps_extra_values_stay_last_in_evaluates_list():
     ours = model.evaluate(x, y, verbose=0, callbacks=[kl.PenaltyLogger()])
     assert ours[-1] == control[-1] == 5.0
     assert len(ours) == len(control)
+
+
+@only_on("tensorflow", "torch", reason="Keras's own JAX trainer fails when a layer is frozen mid-fit, without the "
+         "plugin too (a shape mismatch in its state sync)")
+def test_a_layer_frozen_between_two_epochs_keeps_loss_equal_to_data_loss_plus_penalty():
+    """The logger's cached step plan follows the variables the loss regularizes (issue 27's lifecycle)."""
+    x, y = make_data()
+
+    class FreezeFirstAfterEpoch0(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.layers[0].trainable = False
+
+    class BatchLogs(keras.callbacks.Callback):
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(dict(logs))
+
+    model = make_model(optimizer=keras.optimizers.SGD(0.0))  # the weights stay: each epoch's terms are constant
+    weights = [w.astype("float64") for w in model.get_weights()]
+    logs = BatchLogs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras's own "trainable state changed" warning
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+                            callbacks=[kl.PenaltyLogger(), FreezeFirstAfterEpoch0(), logs]).history
+    for point in [*logs.seen, *({k: v[e] for k, v in history.items()} for e in range(3))]:
+        assert point["loss"] == pytest.approx(point["data_loss"] + point["penalty"], rel=1e-6)
+    full = sum(LAMBDAS[f"{kind}_{role}"] * (np.abs(w).sum() if kind == "l1" else np.square(w).sum())
+               for w, role in zip(weights, ("weight", "bias", "weight", "bias")) for kind in ("l1", "l2"))
+    out_only = sum(LAMBDAS[f"{kind}_{role}"] * (np.abs(w).sum() if kind == "l1" else np.square(w).sum())
+                   for w, role in zip(weights[2:], ("weight", "bias")) for kind in ("l1", "l2"))
+    assert history["penalty"][0] == pytest.approx(full, rel=1e-5)
+    if BACKEND == "torch":  # eager: the loss drops the frozen layer's penalty at once, and so do the logs
+        assert history["penalty"][2] == pytest.approx(out_only, rel=1e-5)

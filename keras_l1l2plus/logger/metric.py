@@ -23,7 +23,6 @@ import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.factors import Factor
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import in_dtype
 from keras_l1l2plus.terms import penalty_sums, sparsity
@@ -80,29 +79,39 @@ class PenaltyMetric(_keras.MetricContainer):
         )
         self.on_reset: Callable[[], None] | None = None
         self._warned_keys = False
+        self._plan: _StepPlan | None = None
 
     def update_state(self, *args, **kwargs) -> None:
         """Ignored: see the class docstring."""
 
     def add_step(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
-        """Adds one step: its loss, batch size, and the terms its loss recorded."""
-        plan = self._sums(recorded)
-        # One product for every running sum (`PenaltySums.combine`): the rows are the
-        # terms, then the loss, then 1; the columns are this metric's keys, then the batch count:
-        #   key = Σ λ_i·s_i over its terms,  data_loss = loss − Σ λ_i·s_i,  count = 1.
-        n, k = len(plan.sums), len(self.mean_keys)
-        counts_in = np.zeros((n + 2, k + 1), dtype="float32")
-        if plan.keys != self.mean_keys[:-1]:
-            self._warn_keys()
-        columns = [self.mean_keys.index(key) if key in self.mean_keys else None for key in plan.keys]
-        for j, column in enumerate(columns):
-            if column is not None:
-                counts_in[:n, column] = plan.counts_in[:, j]
-        counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
-        counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
+        """Adds one step: its loss, batch size, and the terms its loss recorded.
+
+        One product for every running sum: `s = [the terms' sums…, loss]`,
+        `values = Σ_i s_i·A[i] + e_count`, with `A[i, key] = λ_i` for each key
+        term i counts in, `A[i, data_loss] = −λ_i` (data_loss = loss − Σ λ_i·s_i),
+        `A[loss, data_loss] = 1`, and the batch count in the last column.
+        What does not change from step to step (the layer walk, `A`, the keys)
+        is a `_StepPlan`, kept while the step records the same variables
+        with the same factors (`signature`): a new one when `regularize`,
+        a schedule taking a λ, a frozen or unfrozen layer or a new layer
+        changes them. Where the backend traces the step (TensorFlow, JAX)
+        this runs once per trace; on PyTorch, at every step.
+        """
+        plan = self._plan
+        signature = _signature(recorded)
+        if plan is None or signature is None or plan.signature != signature:
+            plan = self._plan = _StepPlan(self, self._sums(recorded), signature)
+        sums = (
+            plan.sums if plan.signature is None else [in_dtype(recorded[v][slot], "float32") for v, slot in plan.rows]
+        )
         loss = ops.stop_gradient(in_dtype(ops.sum(loss), "float32"))  # a value for the logs, not part of the gradient
-        one = Factor(1.0)
-        values = plan.combine([*plan.sums, loss, 1.0], [*plan.factors, one, one], counts_in)
+        stacked = _keras.stack_scalars([*sums, loss])
+        if plan.scale_index is not None:  # scheduled λs: the step reads them from the model's λ vector
+            stacked = stacked * ops.take(ops.concatenate([plan.lambda_vector, plan.one]), plan.scale_index)
+        # Elementwise, not `matmul`: a float32 matmul may run at reduced
+        # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
+        values = ops.sum(ops.multiply(ops.expand_dims(stacked, 1), plan.matrix), axis=0) + plan.count
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*self._sparsity().values(), *self._lambda_values()]
@@ -137,6 +146,60 @@ class PenaltyMetric(_keras.MetricContainer):
     def get_config(self) -> dict[str, Any]:
         # Lives only while a PenaltyLogger is attached; it is not saved.
         return {"name": self.name}
+
+
+def _signature(recorded: dict | None) -> tuple | None:
+    """What a cached `_StepPlan` depends on, as this step's loss recorded it; None when it recorded nothing.
+
+    The variables the regularizers were called on (Keras calls them on the
+    trainable ones: a layer frozen or unfrozen, or a new one, changes this)
+    and the factors they read (`regularize` and `PenaltySchedule` replace them).
+    """
+    if not recorded:
+        return None
+    return tuple((key, id(entry[3].factor("l1")), id(entry[3].factor("l2"))) for key, entry in recorded.items())
+
+
+class _StepPlan:
+    """`PenaltyMetric.add_step`'s product, from one step's `PenaltySums`, reused while `signature` holds.
+
+    Reused only when every sum comes from the step's recorded ones (`rows`:
+    where to find each); otherwise (another regularizer's value, a JAX step,
+    which records nothing) `signature` is None and the plan serves its own step only.
+    """
+
+    def __init__(self, metric: PenaltyMetric, plan: Any, signature: tuple | None):
+        keys = metric.mean_keys
+        if plan.keys != keys[:-1]:
+            metric._warn_keys()
+        n, k = len(plan.sums), len(keys)
+        counts_in = np.zeros((n + 1, k + 1), dtype="float32")  # rows: the sums, then the loss
+        for j, key in enumerate(plan.keys):
+            if key in keys:
+                counts_in[:n, keys.index(key)] = plan.counts_in[:, j]
+        counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
+        counts_in[n, k - 1] = 1.0
+        scheduled = [f.scheduled for f in plan.factors]
+        # Constant λs folded into the matrix; a scheduled one's row is scaled by its entry of the λ vector.
+        constants = np.array([1.0 if s else f.value for f, s in zip(plan.factors, scheduled)] + [1.0], "float32")
+        matrix = counts_in * constants[:, None]
+        count = np.zeros(k + 1, "float32")
+        count[k] = 1.0
+        reusable = signature is not None and all(source is not None for source in plan.sources)
+        self.signature = signature if reusable else None
+        self.rows = plan.sources if reusable else ()
+        self.sums = () if reusable else plan.sums
+        # Tensors made now serve later steps only where they outlive the step (PyTorch, eager);
+        # elsewhere they are constants of the trace being built.
+        as_tensor = ops.convert_to_tensor if _keras.tensors_outlive_the_step() else (lambda array: array)
+        self.matrix, self.count = as_tensor(matrix), as_tensor(count)
+        self.scale_index = self.lambda_vector = self.one = None
+        if any(scheduled):
+            vector = next(f.variable for f in plan.factors if f.scheduled)  # the model's one λ vector
+            size = int(vector.shape[0])
+            index = [f.index if s else size for f, s in zip(plan.factors, scheduled)] + [size]  # size: 1.0
+            self.scale_index = as_tensor(np.array(index, "int32"))
+            self.lambda_vector, self.one = vector, as_tensor(np.ones(1, "float32"))
 
 
 def batch_size(x: Any, y_pred: Any) -> Any:
