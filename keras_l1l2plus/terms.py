@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_l1l2plus import _keras
 from keras_l1l2plus.factors import Factor, validate_flag
 from keras_l1l2plus.regularizer import as_l1l2plus, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
@@ -205,25 +206,42 @@ def sparsity(
     that take the proximal step (`L1L2Plus(l1 > 0, proximal=True)`), as
     `PenaltyLogger` logs it.
     """
+    return zero_fractions(sparsity_targets(model, roles, proximal_only=proximal_only))
+
+
+def sparsity_targets(
+    model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS), *, proximal_only: bool = False
+) -> dict[str, list]:
+    """`{role: the variables sparsity counts}` (see `sparsity`): the walk, done once, for `zero_fractions`."""
     proximal_only = validate_flag(proximal_only, "proximal_only")
     unknown = [r for r in roles if r not in (WEIGHT, BIAS)]
     if unknown:
         raise ValueError(
             f'Invalid value for argument `roles`: expected "weight" and/or "bias". Received: roles={roles!r}'
         )
-    zeros: dict[str, list] = {role: [] for role in roles}
-    sizes = dict.fromkeys(roles, 0)
+    targets: dict[str, list] = {role: [] for role in roles}
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in sizes or split is None or split.factor("l1").is_zero:
+        if owned.role not in targets or split is None or split.factor("l1").is_zero:
             continue
         if proximal_only and not split.proximal:
             continue
-        zeros[owned.role].append(ops.sum(ops.cast(ops.equal(owned.variable, 0), "float32")))
-        sizes[owned.role] += int(np.prod(owned.variable.shape))
-    return {
-        f"sparsity_{role}": (ops.sum(ops.stack(zeros[role])) / sizes[role])
-        if sizes[role]
-        else ops.zeros((), dtype="float32")
-        for role in roles
-    }
+        targets[owned.role].append(owned.variable)
+    return targets
+
+
+def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
+    """`{"sparsity_<role>": #{x = 0} / #x}` over each role's variables, as float32 scalars (0 with none).
+
+    One `count_nonzero` per variable, the counts added as integers: exact
+    whatever the size.
+    """
+    fractions = {}
+    for role, variables in targets.items():
+        size = sum(int(np.prod(v.shape)) for v in variables)
+        if not size:
+            fractions[f"sparsity_{role}"] = ops.zeros((), dtype="float32")
+            continue
+        nonzero = ops.sum(_keras.stack_scalars([ops.count_nonzero(v) for v in variables]))
+        fractions[f"sparsity_{role}"] = ops.cast(size - nonzero, "float32") / size
+    return fractions

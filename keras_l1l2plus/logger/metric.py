@@ -25,7 +25,7 @@ from keras import ops
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import in_dtype
-from keras_l1l2plus.terms import penalty_sums, sparsity
+from keras_l1l2plus.terms import penalty_sums, sparsity_targets, zero_fractions
 
 __all__ = ["PenaltyMetric", "batch_size", "latest_keys", "sparsity_roles"]
 
@@ -62,7 +62,7 @@ class PenaltyMetric(_keras.MetricContainer):
         mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_sums(model, per_layer=...)
         super().__init__(name=name, lower_is_better=mean_keys)  # every value here, but sparsity, for monitors
         self._sums = lambda recorded=None: penalty_sums(model, per_layer=per_layer, recorded=recorded)
-        self._sparsity = lambda: sparsity(model, roles=sparsity_roles, proximal_only=True)
+        self._sparsity_targets = lambda: sparsity_targets(model, roles=sparsity_roles, proximal_only=True)
         self.mean_keys = mean_keys
         lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
         # In a closure: as attributes, Keras would track them as this metric's own state.
@@ -114,7 +114,7 @@ class PenaltyMetric(_keras.MetricContainer):
         values = ops.sum(ops.multiply(ops.expand_dims(stacked, 1), plan.matrix), axis=0) + plan.count
         self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
-            latest = [*self._sparsity().values(), *self._lambda_values()]
+            latest = [*zero_fractions(plan.zero_targets).values(), *self._lambda_values()]
             self._latest.assign(ops.stack(latest))
 
     def _warn_keys(self) -> None:
@@ -187,6 +187,7 @@ class _StepPlan:
         count[k] = 1.0
         reusable = signature is not None and all(source is not None for source in plan.sources)
         self.signature = signature if reusable else None
+        self.zero_targets = metric._sparsity_targets()  # the variables sparsity_* counts (the walk, once)
         self.rows = plan.sources if reusable else ()
         self.sums = () if reusable else plan.sums
         # Tensors made now serve later steps only where they outlive the step (PyTorch, eager);
