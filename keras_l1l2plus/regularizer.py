@@ -222,6 +222,27 @@ def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient:
     return value, sums[0], sums[1]
 
 
+def _lambda_property(kind: str) -> property:
+    """`L1L2Plus.l1` / `.l2`: the λ now, a float (as `keras.regularizers.L1L2.l1`); set, a constant again."""
+
+    def get(self) -> float:
+        return self.factor(kind).value
+
+    def set_(self, value: float) -> None:
+        self.schedule(kind, Factor(validate_penalty(value, kind)))
+
+    return property(
+        get,
+        set_,
+        doc=f"""λ{kind[1]} now, a float (as Keras's `L1L2.{kind}`).
+
+        Setting it makes it a constant again. As with Keras's own `L1L2`, a
+        train step traced before keeps the λ it was traced with until it is
+        traced again (`regularize(model, ...)` or `compile`); the way to
+        change a λ during training is `PenaltySchedule`.""",
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_l1l2plus")
 class L1L2Plus(keras.regularizers.Regularizer):
     """L1 and L2 penalties with a defined L1 gradient at zero.
@@ -277,36 +298,16 @@ class L1L2Plus(keras.regularizers.Regularizer):
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
 
-    @property
-    def l1(self) -> float:
-        """λ1 now, a float (as `keras.regularizers.L1L2.l1`).
-
-        Setting it makes it a constant again. As with Keras's own `L1L2`, a
-        train step traced before keeps the λ it was traced with until it is
-        traced again (`regularize(model, ...)` or `compile`); the way to
-        change a λ during training is `PenaltySchedule`.
-        """
-        return self._l1.value
-
-    @l1.setter
-    def l1(self, value: float) -> None:
-        self._l1 = Factor(validate_penalty(value, "l1"))
-
-    @property
-    def l2(self) -> float:
-        """λ2 now, a float; as `l1`."""
-        return self._l2.value
-
-    @l2.setter
-    def l2(self, value: float) -> None:
-        self._l2 = Factor(validate_penalty(value, "l2"))
+    l1 = _lambda_property("l1")
+    l2 = _lambda_property("l2")
 
     def factor(self, kind: str) -> Factor:
         """The `Factor` of `kind` ("l1" or "l2"): how the step reads that λ."""
         return self._l1 if kind == "l1" else self._l2
 
     def schedule(self, kind: str, factor: Factor) -> None:
-        """Makes the step read λ `kind` from `factor` (an entry of the model's λ vector; `PenaltySchedule`)."""
+        """Makes the step read λ `kind` from `factor`: an entry of the model's λ vector (`PenaltySchedule`),
+        or a constant (`l1`/`l2` set)."""
         if kind == "l1":
             self._l1 = factor
         else:
