@@ -242,6 +242,7 @@ def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
         if not size:
             fractions[f"sparsity_{role}"] = ops.zeros((), dtype="float32")
             continue
-        nonzero = ops.sum(_keras.stack_scalars([ops.count_nonzero(v) for v in variables]))
+        # convert_to_tensor: JAX's count_nonzero would read a variable's value outside the traced step's state.
+        nonzero = ops.sum(_keras.stack_scalars([ops.count_nonzero(ops.convert_to_tensor(v)) for v in variables]))
         fractions[f"sparsity_{role}"] = ops.cast(size - nonzero, "float32") / size
     return fractions

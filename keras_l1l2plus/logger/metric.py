@@ -105,14 +105,20 @@ class PenaltyMetric(_keras.MetricContainer):
         sums = (
             plan.sums if plan.signature is None else [in_dtype(recorded[v][slot], "float32") for v, slot in plan.rows]
         )
-        loss = ops.stop_gradient(in_dtype(ops.sum(loss), "float32"))  # a value for the logs, not part of the gradient
-        stacked = _keras.stack_scalars([*sums, loss])
+        if len(loss.shape):  # Keras's compute_loss returns a scalar; a custom one may not
+            loss = ops.sum(loss)
+        loss = ops.stop_gradient(in_dtype(loss, "float32"))  # a value for the logs, not part of the gradient
+        one = plan.one if plan.one is not None else ops.ones((), "float32")  # the batch count's row
+        stacked = _keras.stack_scalars([*sums, loss, one])
         if plan.scale_index is not None:  # scheduled λs: the step reads them from the model's λ vector
-            stacked = stacked * ops.take(ops.concatenate([plan.lambda_vector, plan.one]), plan.scale_index)
+            stacked = stacked * ops.take(ops.concatenate([plan.lambda_vector, plan.ones]), plan.scale_index)
         # Elementwise, not `matmul`: a float32 matmul may run at reduced
         # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
-        values = ops.sum(ops.multiply(ops.expand_dims(stacked, 1), plan.matrix), axis=0) + plan.count
-        self._totals.assign_add(values * ops.cast(batch_size, "float32"))
+        values = ops.sum(plan.matrix_t * stacked, axis=1)
+        if isinstance(batch_size, (int, float)):  # a Python number (eager): no tensor to make of it
+            self._totals.assign_add(values * float(batch_size))
+        else:
+            self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
             latest = [*zero_fractions(plan.zero_targets).values(), *self._lambda_values()]
             self._latest.assign(ops.stack(latest))
@@ -173,18 +179,16 @@ class _StepPlan:
         if plan.keys != keys[:-1]:
             metric._warn_keys()
         n, k = len(plan.sums), len(keys)
-        counts_in = np.zeros((n + 1, k + 1), dtype="float32")  # rows: the sums, then the loss
+        counts_in = np.zeros((n + 2, k + 1), dtype="float32")  # rows: the sums, the loss, 1 (the count)
         for j, key in enumerate(plan.keys):
             if key in keys:
                 counts_in[:n, keys.index(key)] = plan.counts_in[:, j]
         counts_in[:n, k - 1] = -plan.counts_in[:, plan.keys.index("penalty")]
-        counts_in[n, k - 1] = 1.0
+        counts_in[n, k - 1] = counts_in[n + 1, k] = 1.0
         scheduled = [f.scheduled for f in plan.factors]
         # Constant λs folded into the matrix; a scheduled one's row is scaled by its entry of the λ vector.
-        constants = np.array([1.0 if s else f.value for f, s in zip(plan.factors, scheduled)] + [1.0], "float32")
+        constants = np.array([1.0 if s else f.value for f, s in zip(plan.factors, scheduled)] + [1.0, 1.0], "float32")
         matrix = counts_in * constants[:, None]
-        count = np.zeros(k + 1, "float32")
-        count[k] = 1.0
         reusable = signature is not None and all(source is not None for source in plan.sources)
         self.signature = signature if reusable else None
         self.zero_targets = metric._sparsity_targets()  # the variables sparsity_* counts (the walk, once)
@@ -193,14 +197,15 @@ class _StepPlan:
         # Tensors made now serve later steps only where they outlive the step (PyTorch, eager);
         # elsewhere they are constants of the trace being built.
         as_tensor = ops.convert_to_tensor if _keras.tensors_outlive_the_step() else (lambda array: array)
-        self.matrix, self.count = as_tensor(matrix), as_tensor(count)
-        self.scale_index = self.lambda_vector = self.one = None
+        self.matrix_t = as_tensor(np.ascontiguousarray(matrix.T))  # (keys + count, rows): no expand_dims per step
+        self.one = as_tensor(np.ones((), "float32")) if _keras.tensors_outlive_the_step() else None
+        self.scale_index = self.lambda_vector = self.ones = None
         if any(scheduled):
             vector = next(f.variable for f in plan.factors if f.scheduled)  # the model's one λ vector
             size = int(vector.shape[0])
-            index = [f.index if s else size for f, s in zip(plan.factors, scheduled)] + [size]  # size: 1.0
+            index = [f.index if s else size for f, s in zip(plan.factors, scheduled)] + [size, size]  # size: 1.0
             self.scale_index = as_tensor(np.array(index, "int32"))
-            self.lambda_vector, self.one = vector, as_tensor(np.ones(1, "float32"))
+            self.lambda_vector, self.ones = vector, as_tensor(np.ones(1, "float32"))
 
 
 def batch_size(x: Any, y_pred: Any) -> Any:
