@@ -233,8 +233,9 @@ def sparsity_targets(
 def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
     """`{"sparsity_<role>": #{x = 0} / #x}` over each role's variables, as float32 scalars (0 with none).
 
-    One `count_nonzero` per variable, the counts added as integers: exact
-    whatever the size.
+    The zeros are counted as integers, exact whatever the size (a float32
+    sum of a mask is not above 2^24 entries). Not `ops.count_nonzero`: on
+    PyTorch Keras's transposes its 0-d result, which warns at every call.
     """
     fractions = {}
     for role, variables in targets.items():
@@ -242,7 +243,7 @@ def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
         if not size:
             fractions[f"sparsity_{role}"] = ops.zeros((), dtype="float32")
             continue
-        # convert_to_tensor: JAX's count_nonzero would read a variable's value outside the traced step's state.
-        nonzero = ops.sum(_keras.stack_scalars([ops.count_nonzero(ops.convert_to_tensor(v)) for v in variables]))
-        fractions[f"sparsity_{role}"] = ops.cast(size - nonzero, "float32") / size
+        # logical_not(x) is x == 0 for numbers (NaN is not a zero), with no constant made per call.
+        zeros = _keras.stack_scalars([ops.sum(ops.cast(ops.logical_not(v), "int32")) for v in variables])
+        fractions[f"sparsity_{role}"] = ops.cast(ops.sum(zeros), "float32") / size
     return fractions
