@@ -115,18 +115,13 @@ class PenaltySums(NamedTuple):
     # Per sum, where a step's `recorded` holds it, (id(variable), 1 for Σ|x| or 2 for Σx²); None if computed here.
     sources: tuple = ()
 
-    def combine(
-        self, sums: list | None = None, factors: list | None = None, counts_in: np.ndarray | None = None
-    ) -> Any:
-        """`stack(sums) @ A` as above: a float32 vector, one value per column of `counts_in`.
+    def combine(self) -> Any:
+        """`stack(sums) @ A` as above: a float32 vector, one value per key.
 
-        The defaults are this plan's; a caller may pass its own, extended ones.
         Constant factors are folded into `A`; a λ read from the model's λ
         vector multiplies the stacked sums first.
         """
-        sums = self.sums if sums is None else sums
-        factors = self.factors if factors is None else factors
-        counts_in = self.counts_in if counts_in is None else counts_in
+        sums, factors, counts_in = self.sums, self.factors, self.counts_in
         if not sums:
             return ops.zeros((counts_in.shape[1],), dtype="float32")
         stacked = ops.stack(sums)

@@ -87,10 +87,11 @@ class PenaltyMetric(_keras.MetricContainer):
     def add_step(self, loss: Any, batch_size: Any, recorded: dict | None = None) -> None:
         """Adds one step: its loss, batch size, and the terms its loss recorded.
 
-        One product for every running sum: `s = [the terms' sums…, loss]`,
-        `values = Σ_i s_i·A[i] + e_count`, with `A[i, key] = λ_i` for each key
-        term i counts in, `A[i, data_loss] = −λ_i` (data_loss = loss − Σ λ_i·s_i),
-        `A[loss, data_loss] = 1`, and the batch count in the last column.
+        One product for every running sum: `s = [the terms' sums…, loss, 1]`,
+        `values = Σ_i s_i·A[i]`, with `A[i, key] = λ_i` for each key term i
+        counts in, `A[i, data_loss] = −λ_i` (data_loss = loss − Σ λ_i·s_i),
+        `A[loss, data_loss] = 1`, and `A[1, count] = 1`: the batch count in
+        the last column.
         What does not change from step to step (the layer walk, `A`, the keys)
         is a `_StepPlan`, kept while the step records the same variables
         with the same factors (`signature`): a new one when `regularize`,
