@@ -52,6 +52,32 @@ averages inside the inner update, before the step; the step corrects it) and
 is 0 wherever the weight is exactly 0, so whatever swaps it in (the end of
 `fit`, `SwapEMAWeights`, `ema_overwrite_frequency`) keeps the exact zeros.
 
+The group step (`L1L2Plus(group=λg, proximal=True)`): the proximal operator
+of η·λg·Σ_g ‖w_g‖₂ is block soft thresholding (jaxopt's
+`prox_group_lasso`),
+
+    w_g ← max(0, 1 − η·λg / ‖w_g‖₂) · w_g
+
+exact under SGD (ISTA for the group lasso). It follows the L1 step, which
+makes the pair the exact proximal step of the sparse group lasso
+λ1·‖w‖₁ + λg·Σ_g ‖w_g‖₂ (Friedman, Hastie & Tibshirani, "A note on the
+group lasso and a sparse group lasso", 2010: soft thresholding, then
+block soft thresholding). Under a per-coordinate step η_i = lr·p_i (Adam,
+RMSprop, Adagrad) the preconditioned proximal step
+
+    argmin_z Σ_i (z_i − w_i)² / (2·η_i) + λg·‖z_g‖₂
+
+has no closed form, but its zero set does: z_g = 0 exactly when
+‖(w/η)_g‖₂ ≤ λg (0 is in the subdifferential there). The step uses the one
+scalar step size per group that zeroes exactly those groups and is η
+itself when the η_i are equal,
+
+    η_g = ‖w_g‖ / ‖(w/η)_g‖,  so  w_g ← max(0, 1 − lr·λg / ‖(w/p)_g‖₂) · w_g
+
+(a weighted harmonic mean of the group's η_i; p_i = 1 under SGD and
+`"decoupled"`, which gives back the formula above). It is computed from
+p, not η, so lr = 0 is the identity.
+
 Limit of the v_i = 0 rule: a coordinate whose gradients are tiny but not 0
 (a pretrained embedding under a freshly zero-initialised head) still gets
 ProxGen's large η_i and can be zeroed fast; to fine-tune pretrained weights,
@@ -68,13 +94,15 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.factors import Factor
-from keras_l1l2plus.regularizer import as_l1l2plus
+from keras_l1l2plus.regularizer import as_l1l2plus, group_norms, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = [
     "ProximalOptimizer",
     "find_proximal_optimizer",
-    "proximal_l1",
+    "group_scale",
+    "preconditioner",
+    "proximal_factor",
     "proximal_roles",
     "soft_threshold",
     "step_size",
@@ -100,20 +128,20 @@ def _shrinkage(w: Any, threshold: Any) -> Any:
     return ops.clip(w, -threshold, threshold)
 
 
-def proximal_l1(variable: Any) -> Factor:
-    """The λ1 `Factor` of `variable`'s proximal `L1L2Plus` regularizer; the constant 0 when it has none."""
+def proximal_factor(variable: Any, kind: str) -> Factor:
+    """The λ `kind` ("l1" or "group") of `variable`'s proximal `L1L2Plus`; the constant 0 when it has none."""
     regularizer = as_l1l2plus(getattr(variable, "regularizer", None))
     if regularizer is None or not regularizer.proximal:
         return _ZERO
-    return regularizer.factor("l1")
+    return regularizer.factor(kind)
 
 
 _ZERO = Factor(0.0)
 
 
 def takes_proximal_step(variable: Any) -> bool:
-    """Whether `variable` has a proximal `L1L2Plus` with an L1 factor that is not the constant 0."""
-    return not proximal_l1(variable).is_zero
+    """Whether `variable` has a proximal `L1L2Plus` with an L1 or group factor that is not the constant 0."""
+    return not (proximal_factor(variable, "l1").is_zero and proximal_factor(variable, "group").is_zero)
 
 
 def proximal_roles(model: Any) -> tuple[str, ...]:
@@ -122,36 +150,60 @@ def proximal_roles(model: Any) -> tuple[str, ...]:
     return tuple(role for role in (WEIGHT, BIAS) if role in found)
 
 
-def _preconditioned(lr: Any, step: Any, state: Any) -> Any:
-    """`step` per coordinate, or lr where the second-moment `state` is still 0."""
-    return ops.where(ops.equal(state, 0), lr, step)
+def _preconditioned(step: Any, state: Any) -> Any:
+    """`step` per coordinate, or 1 (η = lr) where the second-moment `state` is still 0."""
+    return ops.where(ops.equal(state, 0), ops.cast(1, step.dtype), step)
 
 
-def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, threshold: str = "adaptive") -> Any:
-    """η for `variable` at the update `optimizer` has just applied: scalar or per coordinate.
+def preconditioner(optimizer: Any, variable: Any, step: Any, threshold: str = "adaptive") -> Any:
+    """p in η = lr·p for `variable` at the update `optimizer` has just applied: 1.0, or a tensor per coordinate.
 
-    `learning_rate` and `step` (t, counted from 1) are those of that update,
-    read before it ran; the optimizer's state is read after it (the v_t the
-    update divided by).
+    `step` (t, counted from 1) is that update's, read before it ran; the
+    optimizer's state is read after it (the v_t the update divided by).
     """
     dtype = variable.dtype
-    lr = ops.cast(learning_rate, dtype)
     if threshold == "decoupled":
-        return lr
+        return 1.0
     if isinstance(optimizer, keras.optimizers.Adam):  # AdamW and subclasses too
         v = _keras.second_moment(optimizer, variable)
         correction = ops.sqrt(1 - ops.power(ops.cast(optimizer.beta_2, dtype), ops.cast(step, dtype)))
-        return _preconditioned(lr, lr * correction / (ops.sqrt(v) + optimizer.epsilon), v)
+        return _preconditioned(correction / (ops.sqrt(v) + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.RMSprop):
         v = _keras.second_moment(optimizer, variable)
         centered = v
         if optimizer.centered:
             centered = v - ops.square(_keras.mean_gradient(optimizer, variable))
-        return _preconditioned(lr, lr / ops.sqrt(centered + optimizer.epsilon), v)
+        return _preconditioned(1 / ops.sqrt(centered + optimizer.epsilon), v)
     if isinstance(optimizer, keras.optimizers.Adagrad):
         a = _keras.second_moment(optimizer, variable)
-        return _preconditioned(lr, lr / ops.sqrt(a + optimizer.epsilon), a)
-    return lr
+        return _preconditioned(1 / ops.sqrt(a + optimizer.epsilon), a)
+    return 1.0
+
+
+def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, threshold: str = "adaptive") -> Any:
+    """η = lr·p for `variable` at the update `optimizer` has just applied: scalar or per coordinate.
+
+    `learning_rate` and `step` (t, counted from 1) are those of that update,
+    read before it ran; the optimizer's state is read after it (`preconditioner`).
+    """
+    lr = ops.cast(learning_rate, variable.dtype)
+    p = preconditioner(optimizer, variable, step, threshold)
+    return lr if isinstance(p, float) else lr * p
+
+
+def group_scale(w: Any, groups: str, threshold: Any, p: Any = 1.0) -> Any:
+    """max(0, 1 − threshold / ‖(w/p)_g‖₂) per group of `w` (size-1 axes kept), in `w`'s dtype.
+
+    `threshold` is lr·λg; `w_g · group_scale` is block soft thresholding with
+    the step size η_g of the module docstring (η = lr·p). A group whose
+    ‖(w/p)_g‖ is at most `threshold` (a zero group included) scales by 0.
+    """
+    w = ops.convert_to_tensor(w)
+    scaled = w if isinstance(p, float) else w / p
+    norms = group_norms(scaled, groups)  # in the accumulation dtype
+    threshold = ops.cast(threshold, norms.dtype)
+    safe = ops.where(ops.greater(norms, threshold), norms, ops.ones_like(norms))
+    return in_dtype(ops.where(ops.greater(norms, threshold), 1 - threshold / safe, ops.zeros_like(norms)), w.dtype)
 
 
 _KNOWN = (keras.optimizers.SGD, keras.optimizers.Adam, keras.optimizers.RMSprop, keras.optimizers.Adagrad)
@@ -246,10 +298,11 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         self.inner_optimizer.build(var_list)
         super().build(var_list)
-        for variable in var_list:  # λ1s a PenaltySchedule set before this optimizer existed
-            l1 = proximal_l1(variable)
-            if l1.scheduled:
-                self.track_lambda(l1.variable)
+        for variable in var_list:  # λ1s and λgs a PenaltySchedule set before this optimizer existed
+            for kind in ("l1", "group"):
+                factor = proximal_factor(variable, kind)
+                if factor.scheduled:
+                    self.track_lambda(factor.variable)
 
     @property
     def variables(self):
@@ -305,7 +358,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         else:
             variables = list(trainable_variables)
         inner = self.inner_optimizer
-        targets = [(v, proximal_l1(v)) for v, g in zip(variables, grads) if g is not None and takes_proximal_step(v)]
+        targets = [v for v, g in zip(variables, grads) if g is not None and takes_proximal_step(v)]
         if targets:
             # Read before the update runs: its learning rate and step t,
             # whether it is a real update or only accumulates gradients, and
@@ -318,23 +371,43 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 is_update_step = ops.cast(ops.equal(micro_step % inner.gradient_accumulation_steps, 0), "float32")
             first_ema_step = ops.equal(inner.iterations, 0) if inner.use_ema else None
         inner.apply(grads, variables)
-        for variable, l1 in targets:
-            eta = step_size(inner, variable, learning_rate, step, self.threshold)
-            updated = variable.value
-            # A scheduled λ1 is read, on JAX, from the copy this update can read.
-            l1 = l1.read(self._lambdas.get(id(l1.variable))) if l1.scheduled else l1.value
-            shrinkage = _shrinkage(updated, ops.cast(l1 * is_update_step, variable.dtype) * eta)
-            if variable.constraint is None:
-                if first_ema_step is not None:  # only EMA reads them (on PyTorch each is a full-size tensor)
-                    change, zero = -shrinkage, ops.equal(shrinkage, updated)  # zero: |w| ≤ t
-                variable.assign_sub(shrinkage)
-            else:  # the variable's own constraint applies last
-                value = variable.constraint(updated - shrinkage)
-                change = value - updated  # read before the assign
-                zero = ops.equal(value, 0)
-                variable.assign(value)
+        for variable in targets:
+            self._proximal_step(variable, learning_rate, step, is_update_step, first_ema_step)
+
+    def _lambda(self, factor: Factor, is_update_step: Any) -> Any:
+        """λ·[a real update]: a scheduled λ read, on JAX, from the copy this update can read."""
+        value = factor.read(self._lambdas.get(id(factor.variable))) if factor.scheduled else factor.value
+        return value * is_update_step
+
+    def _proximal_step(self, variable: Any, learning_rate: Any, step: Any, is_update_step: Any, first_ema_step: Any):
+        """Soft thresholding (L1), then block soft thresholding (group), then the constraint; EMA corrected."""
+        inner = self.inner_optimizer
+        l1, group = proximal_factor(variable, "l1"), proximal_factor(variable, "group")
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        p = preconditioner(inner, variable, step, self.threshold)
+        updated = variable.value
+        value = None  # None while the new value is `updated − shrinkage` (L1 alone: one assign_sub)
+        shrinkage = None
+        if not l1.is_zero:
+            eta = lr if isinstance(p, float) else lr * p
+            shrinkage = _shrinkage(updated, ops.cast(self._lambda(l1, is_update_step), dtype) * eta)
+        if not group.is_zero:
+            value = updated if shrinkage is None else updated - shrinkage
+            threshold = ops.cast(self._lambda(group, is_update_step), "float32") * ops.cast(lr, "float32")
+            value = value * group_scale(value, as_l1l2plus(variable.regularizer).groups, threshold, p)
+        if variable.constraint is not None:  # the variable's own constraint applies last
+            value = variable.constraint(updated - shrinkage if value is None else value)
+        if value is None:
+            if first_ema_step is not None:  # only EMA reads them (on PyTorch each is a full-size tensor)
+                change, zero = -shrinkage, ops.equal(shrinkage, updated)  # zero: |w| ≤ t
+            variable.assign_sub(shrinkage)
+        else:
             if first_ema_step is not None:
-                _correct_moving_average(inner, variable, first_ema_step, change, zero)
+                change, zero = value - updated, ops.equal(value, 0)  # read before the assign
+            variable.assign(value)
+        if first_ema_step is not None:
+            _correct_moving_average(inner, variable, first_ema_step, change, zero)
 
     def finalize_variable_values(self, var_list):
         """The inner optimizer's: with EMA, its averages (zero where the weights are) replace the weights."""

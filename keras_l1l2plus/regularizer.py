@@ -23,6 +23,25 @@ gradient and Σx² through autodiff instead, for Keras's `L1L2`'s peak memory
 `L1L2Plus.sums` and `terms` give the terms separately, each with its own
 gradient, for `penalty_terms`.
 
+With `group=λg`, the group lasso term (Yuan & Lin, "Model selection and
+estimation in regression with grouped variables", JRSS B, 2006; for
+networks Wen et al., "Learning Structured Sparsity in Deep Neural
+Networks", NeurIPS 2016) is added:
+
+    G(x) = λg · Σ_g ‖x_g‖₂
+    ∂G/∂x_g = λg · x_g / ‖x_g‖₂ for x_g ≠ 0,   0 at x_g = 0
+
+over the groups of `groups` (`group_axes`): `"units"`, one group per output
+unit (a Dense kernel's column, a convolution's filter: every axis but the
+last), or `"inputs"`, one group per input feature or channel (a kernel's
+row: every axis but the second to last). ‖·‖ is not differentiable at a
+zero group; any vector of norm ≤ λg is a subgradient there, and as for
+|x| at 0 this module takes 0, so a group at exactly zero is not pushed.
+Groups are not scaled by √|g| (Yuan & Lin's weighting): the groups of one
+variable all have the same size, scikit-learn's `MultiTaskLasso` and
+jaxopt's `prox_group_lasso` do not scale either, and a per-layer λ is the
+way to weigh layers of different sizes against each other.
+
 This module is the one place the penalty math lives.
 """
 
@@ -38,9 +57,19 @@ from keras import ops
 from keras_l1l2plus import _keras
 from keras_l1l2plus.factors import Factor, validate_flag, validate_penalty, validate_zero_grad
 
-__all__ = ["L1L2Plus", "as_l1l2plus", "penalty", "recording_terms"]
+__all__ = [
+    "GROUPS",
+    "L1L2Plus",
+    "as_l1l2plus",
+    "group_axes",
+    "group_l1_norm",
+    "group_norms",
+    "penalty",
+    "recording_terms",
+]
 
-_CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal")
+_CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal", "group", "groups")
+GROUPS = ("units", "inputs")
 
 # Per thread (tf.distribute traces each replica in a thread of its own).
 _recording = threading.local()
@@ -50,7 +79,7 @@ _recording = threading.local()
 def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any, Any]]]:
     """Collects the sums every `L1L2Plus` call on a variable computes meanwhile.
 
-    Yields `{id(x): (x, Σ|x|, Σx², the regularizer)}` for every `x` an
+    Yields `{id(x): (x, Σ|x|, Σx², the regularizer, Σ_g‖x_g‖)}` for every `x` an
     `L1L2Plus` was called on meanwhile (a sum is None where its factor is 0),
     filled as Keras calls
     the regularizers on its variables while it computes the loss, so the
@@ -150,6 +179,57 @@ def squared_l2_norm(x: Any) -> Any:
     return ops.sum(ops.square(in_dtype(x, accumulation_dtype(x.dtype))))
 
 
+def group_axes(shape: tuple, groups: str) -> tuple[int, ...]:
+    """The axes a group's norm runs over, for a tensor of `shape`; `ValueError` if it has no such groups.
+
+    "units"    every axis but the last: a Dense kernel's column (the unit's
+               incoming weights), a convolution's filter (taps × input
+               channels); a 1-D or 0-d tensor's entries are groups of one
+    "inputs"   every axis but the second to last: a kernel's row (the weights
+               reading one input feature, or one input channel over all taps)
+    """
+    ndim = len(shape)
+    if groups == "units":
+        return tuple(range(ndim - 1))
+    if ndim < 2:
+        raise ValueError(
+            'Invalid value for argument `groups`: "inputs" groups a kernel\'s rows, so the regularized tensor '
+            f'needs 2 or more axes; this one has shape {tuple(shape)}. Use groups="units" there. '
+            f"Received: groups={groups!r}"
+        )
+    return tuple(a for a in range(ndim) if a != ndim - 2)
+
+
+def group_norms(x: Any, groups: str) -> Any:
+    """‖x_g‖₂ of every group (`group_axes`), in the accumulation dtype, kept as size-1 axes (broadcasts on x)."""
+    x = ops.convert_to_tensor(x)
+    xa = in_dtype(x, accumulation_dtype(x.dtype))
+    axes = group_axes(tuple(x.shape), groups)
+    if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
+        return ops.absolute(xa)
+    return ops.sqrt(ops.sum(ops.square(xa), axis=axes, keepdims=True))
+
+
+def group_l1_norm(x: Any, groups: str) -> Any:
+    """Σ_g ‖x_g‖₂ in the accumulation dtype, with gradient x_g/‖x_g‖ (0 at a zero group), in `x`'s dtype."""
+    x = read_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+
+    @ops.custom_gradient
+    def _group_l1_norm(x):
+        norms = group_norms(x, groups)
+
+        def grad(*args, upstream=None):
+            # x_g / ‖x_g‖, and 0 where the group is 0 (x_g / 1 there, which is 0).
+            safe = ops.where(ops.equal(norms, 0), ops.ones_like(norms), norms)
+            u = in_dtype(_upstream(args, upstream), norms.dtype)
+            return in_dtype(u * (in_dtype(x, norms.dtype) / safe), dtype)
+
+        return ops.sum(norms), grad
+
+    return _group_l1_norm(x)
+
+
 def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
     """`(l1·Σ|x| + l2·Σx², Σ|x|, Σx²)`, the penalty through one custom gradient.
 
@@ -223,7 +303,8 @@ def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient:
 
 
 def _lambda_property(kind: str) -> property:
-    """`L1L2Plus.l1` / `.l2`: the λ now, a float (as `keras.regularizers.L1L2.l1`); set, a constant again."""
+    """`L1L2Plus.l1` / `.l2` / `.group`: the λ now, a float (as `keras.regularizers.L1L2.l1`); set, a constant again."""
+    symbol = {"l1": "λ1", "l2": "λ2", "group": "λg"}[kind]
 
     def get(self) -> float:
         return self.factor(kind).value
@@ -234,13 +315,20 @@ def _lambda_property(kind: str) -> property:
     return property(
         get,
         set_,
-        doc=f"""λ{kind[1]} now, a float (as Keras's `L1L2.{kind}`).
+        doc=f"""{symbol} now, a float (as Keras's `L1L2.l1`).
 
         Setting it makes it a constant again. As with Keras's own `L1L2`, a
         train step traced before keeps the λ it was traced with until it is
         traced again (`regularize(model, ...)` or `compile`); the way to
         change a λ during training is `PenaltySchedule`.""",
     )
+
+
+def validate_groups(value: Any) -> str:
+    """`"units"` or `"inputs"` (see `group_axes`), or a `ValueError` naming `groups`."""
+    if not isinstance(value, str) or value not in GROUPS:
+        raise ValueError(f"Invalid value for argument `groups`: expected one of {GROUPS}. Received: groups={value!r}")
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_l1l2plus")
@@ -261,11 +349,18 @@ class L1L2Plus(keras.regularizers.Regularizer):
     - float16 and bfloat16 inputs are summed in float32 (float64 stays
       float64), so Σx² of a large half-precision tensor does not overflow;
     - `terms(x)` gives the L1 and L2 terms separately;
-    - `proximal=True` makes L1 set weights exactly to zero: the L1 term still
-      counts in the loss and the logs but has no gradient; instead a proximal
-      step `w ← sign(w)·max(|w| − η·l1, 0)` follows each optimizer update (η the
-      step size; see `keras_l1l2plus.proximal`). A `ProximalOptimizer`
-      takes that step; without one the L1 term has no effect on training.
+    - `group=λg` adds the group lasso `λg·Σ_g ‖x_g‖₂` over the output units
+      (`groups="units"`: a Dense kernel's columns, a convolution's filters) or
+      the input features (`groups="inputs"`: a kernel's rows), which drives
+      whole units or features to zero together (`keras_l1l2plus.shrink`
+      then removes them); with `l1` too it is the sparse group lasso;
+    - `proximal=True` makes L1 and the group term set weights exactly to
+      zero: they still count in the loss and the logs but have no gradient;
+      instead a proximal step follows each optimizer update,
+      `w ← sign(w)·max(|w| − η·l1, 0)`, then `w_g ← max(0, 1 − η·λg/‖w_g‖)·w_g`
+      (η the step size; see `keras_l1l2plus.proximal`). A
+      `ProximalOptimizer` takes that step; without one those terms have no
+      effect on training.
 
     A term whose factor is 0 is not computed.
 
@@ -290,28 +385,42 @@ class L1L2Plus(keras.regularizers.Regularizer):
         l2: L2 factor λ2, the same.
         zero_grad: d|x|/dx used at x == 0, a float in [-1, 1]. Default 0.
             Unused with `proximal=True`, where the L1 term has no gradient.
-        proximal: replace the L1 gradient by the proximal step. Default False.
+        proximal: replace the L1 and group gradients by the proximal step.
+            Default False.
+        group: group lasso factor λg, a finite float ≥ 0. Default 0 (no
+            group term).
+        groups: what a group is: `"units"` (default; every axis but the
+            last: a kernel's column, a filter) or `"inputs"` (every axis but
+            the second to last: a kernel's row). Used when `group > 0`.
     """
 
-    def __init__(self, l1: float = 0.0, l2: float = 0.0, zero_grad: float = 0.0, proximal: bool = False):
+    def __init__(
+        self,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        zero_grad: float = 0.0,
+        proximal: bool = False,
+        group: float = 0.0,
+        groups: str = "units",
+    ):
         self._l1, self._l2 = Factor(validate_penalty(l1, "l1")), Factor(validate_penalty(l2, "l2"))
+        self._group = Factor(validate_penalty(group, "group"))
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
+        self.groups = validate_groups(groups)
 
     l1 = _lambda_property("l1")
     l2 = _lambda_property("l2")
+    group = _lambda_property("group")
 
     def factor(self, kind: str) -> Factor:
-        """The `Factor` of `kind` ("l1" or "l2"): how the step reads that λ."""
-        return self._l1 if kind == "l1" else self._l2
+        """The `Factor` of `kind` ("l1", "l2" or "group"): how the step reads that λ."""
+        return {"l1": self._l1, "l2": self._l2, "group": self._group}[kind]
 
     def schedule(self, kind: str, factor: Factor) -> None:
         """Makes the step read λ `kind` from `factor`: an entry of the model's λ vector (`PenaltySchedule`),
-        or a constant (`l1`/`l2` set)."""
-        if kind == "l1":
-            self._l1 = factor
-        else:
-            self._l2 = factor
+        or a constant (`l1`/`l2`/`group` set)."""
+        setattr(self, {"l1": "_l1", "l2": "_l2", "group": "_group"}[kind], factor)
 
     def sums(self, x: Any) -> tuple[Any, Any]:
         """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
@@ -328,6 +437,23 @@ class L1L2Plus(keras.regularizers.Regularizer):
             l1_sum = l1_norm(x, self.zero_grad)
         return l1_sum, None if self._l2.is_zero else squared_l2_norm(x)
 
+    def group_sum(self, x: Any) -> Any:
+        """Σ_g ‖x_g‖₂ in the accumulation dtype, with its gradient in the penalty (none with `proximal=True`,
+        where the proximal step applies it); None where λg is 0."""
+        if self._group.is_zero:
+            return None
+        x = as_input(x)
+        if self.proximal:
+            return ops.stop_gradient(ops.sum(group_norms(x, self.groups)))
+        return group_l1_norm(x, self.groups)
+
+    def group_term(self, x: Any) -> Any:
+        """`λg · Σ_g ‖x_g‖₂` as a scalar tensor in the accumulation dtype (0 where λg is 0)."""
+        x = as_input(x)
+        total = self.group_sum(x)
+        acc = accumulation_dtype(x.dtype)
+        return ops.zeros((), dtype=acc) if total is None else _factor(self._group, acc) * total
+
     def terms(self, x: Any) -> tuple[Any, Any]:
         """`(l1 * Σ|x|, l2 * Σx²)` as scalar tensors in the accumulation dtype, each with its own gradient."""
         return self._terms_of(x, *self.sums(x))
@@ -341,7 +467,8 @@ class L1L2Plus(keras.regularizers.Regularizer):
         )
 
     def __call__(self, x: Any) -> Any:
-        """The penalty `l1 * Σ|x| + l2 * Σx²` as a scalar tensor (one custom gradient, `penalty`)."""
+        """The penalty `l1 * Σ|x| + l2 * Σx² + group * Σ_g ‖x_g‖` as a scalar tensor (one custom gradient for
+        the first two, `penalty`)."""
         tensor = as_input(x)  # `x` itself keys the recorded sums
         l1, l2 = self._l1, self._l2
         if l2.is_zero and (self.proximal or l1.is_zero):  # no gradient to define
@@ -349,30 +476,40 @@ class L1L2Plus(keras.regularizers.Regularizer):
             value = self._terms_of(tensor, l1_sum, l2_sum)[0]
         else:
             value, l1_sum, l2_sum = penalty(tensor, l1, l2, self.zero_grad, l1_gradient=not self.proximal)
+        group_sum = self.group_sum(tensor)
+        if group_sum is not None:
+            value = value + _factor(self._group, accumulation_dtype(tensor.dtype)) * group_sum
         recorded = getattr(_recording, "terms", None)
-        if recorded is not None and (l1_sum is not None or l2_sum is not None):
+        if recorded is not None and (l1_sum is not None or l2_sum is not None or group_sum is not None):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
             # the variables inside compute_loss; their sums are kept for the
             # logs. The JAX trainer calls them earlier, in stateless_call, on
             # the variables' values, and its sums stay in the custom gradient
             # (`penalty`): penalty_terms computes them again there, and XLA
             # merges the two computations.
-            recorded[id(x)] = (x, l1_sum, l2_sum, self)
+            recorded[id(x)] = (x, l1_sum, l2_sum, self, group_sum)
         return value
 
     def get_config(self) -> dict[str, Any]:
-        """Plain values; a variable λ is saved as its value now (the λ of the moment)."""
-        return {
+        """Plain values; a variable λ is saved as its value now (the λ of the moment).
+
+        `group` and `groups` are written only for a regularizer with a group
+        term, so one without keeps the config of 0.4 and before.
+        """
+        config = {
             "l1": self.l1,
             "l2": self.l2,
             "zero_grad": self.zero_grad,
             "proximal": self.proximal,
         }
+        if not self._group.is_zero:
+            config.update(group=self.group, groups=self.groups)
+        return config
 
     @property
     def scheduled(self) -> bool:
         """Whether a λ of this regularizer is read from the model's λ vector (set by `PenaltySchedule`)."""
-        return self._l1.scheduled or self._l2.scheduled
+        return self._l1.scheduled or self._l2.scheduled or self._group.scheduled
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
@@ -398,7 +535,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
 
     def __hash__(self) -> int:
         # What never changes, so a regularizer keeps its hash when a schedule takes its λs.
-        return hash((type(self).__name__, self.zero_grad, self.proximal))
+        return hash((type(self).__name__, self.zero_grad, self.proximal, self.groups))
 
     def __repr__(self) -> str:
         config = self.get_config()

@@ -19,12 +19,15 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.factors import Factor, validate_flag
-from keras_l1l2plus.regularizer import as_l1l2plus, in_dtype
+from keras_l1l2plus.regularizer import as_l1l2plus, group_axes, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
-__all__ = ["TERM_NAMES", "penalty_terms", "sparsity"]
+__all__ = ["GROUP_TERMS", "LAMBDA_NAMES", "TERM_NAMES", "group_targets", "live_groups", "penalty_terms", "sparsity"]
 
 TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
+# The group lasso's terms: keys of `penalty_terms` only where a variable of that role has a group term.
+GROUP_TERMS = ("group_weight", "group_bias")
+LAMBDA_NAMES = (*TERM_NAMES, *GROUP_TERMS)  # every λ a `PenaltySchedule` sets: the λ vector's entries
 _ONE = Factor(1.0)  # the factor of a value counted as it is (another regularizer's, the loss, a count)
 
 
@@ -42,11 +45,14 @@ def penalty_terms(
         l1_bias   = Σ over biases b of λ1·Σ|b|      l2_bias   = Σ over biases of λ2·Σb²
         penalty   = Σ over all regularized trainable variables of their penalty
 
+    and, where some weight (bias) has an `L1L2Plus` with a group term,
+    `"group_weight"` (`"group_bias"`) = Σ over those of λg·Σ_g ‖w_g‖₂.
+
     `penalty` is what Keras adds to the training loss: it counts every weight
     regularizer, so it stays right when others are present. `L1L2Plus` and
     Keras's `L1`, `L2` and `L1L2` are split into the four terms; any other
     regularizer counts in `penalty` only. With only those four kinds,
-    `penalty == l1_weight + l1_bias + l2_weight + l2_bias`.
+    `penalty` is the sum of the other keys.
 
     The model must be built (`ValueError` otherwise): an unbuilt model has
     no variables yet, and its terms would read 0.
@@ -108,11 +114,12 @@ class PenaltySums(NamedTuple):
     where adding term by term takes one op per term and key.
     """
 
-    keys: tuple[str, ...]  # TERM_NAMES, "penalty", then "<term>/<layer>" keys
+    keys: tuple[str, ...]  # TERM_NAMES, GROUP_TERMS present, "penalty", then "<term>/<layer>" keys
     sums: list  # float32 scalar tensors
     factors: list  # a `Factor` each (read in the step when scheduled), Factor(1.0) for another regularizer
     counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
-    # Per sum, where a step's `recorded` holds it, (id(variable), 1 for Σ|x| or 2 for Σx²); None if computed here.
+    # Per sum, where a step's `recorded` holds it, (id(variable), its index in the recorded entry: 1 for Σ|x|,
+    # 2 for Σx², 4 for Σ_g‖x_g‖); None if computed here.
     sources: tuple = ()
 
     def combine(self) -> Any:
@@ -138,16 +145,21 @@ class PenaltySums(NamedTuple):
 def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded: dict | None = None) -> PenaltySums:
     """The `PenaltySums` of `model`'s regularized trainable variables (see `penalty_terms`)."""
     per_layer = _validated(model, per_layer, recorded)
-    keys = {name: i for i, name in enumerate((*TERM_NAMES, "penalty"))}
+    owned_variables = [owned for owned in owned_trainable_variables(model) if owned.variable.regularizer is not None]
+    group_roles = {
+        owned.role
+        for owned in owned_variables
+        if (split := as_l1l2plus(owned.variable.regularizer)) is not None and not split.factor("group").is_zero
+    }
+    present = (*TERM_NAMES, *(term for term in GROUP_TERMS if term.split("_")[1] in group_roles))
+    keys = {name: i for i, name in enumerate((*present, "penalty"))}
     sums: list = []
     factors: list = []
     sources: list = []
     columns: list[tuple[int, ...]] = []
     layer_keys: dict[str, int] = {}
-    for owned in owned_trainable_variables(model):
+    for owned in owned_variables:
         regularizer = owned.variable.regularizer
-        if regularizer is None:
-            continue
         split = as_l1l2plus(regularizer)
         if split is None:
             sums.append(in_dtype(ops.sum(regularizer(owned.variable)), "float32"))
@@ -155,13 +167,14 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
             sources.append(None)
             columns.append((keys["penalty"],))
             continue
-        pair = _recorded_sums(recorded, owned.variable) if split is regularizer else None
-        from_step = pair is not None
-        if pair is None:
-            pair = split.sums(owned.variable)
-        for slot, (kind, factor, total) in enumerate(
-            (("l1", split.factor("l1"), pair[0]), ("l2", split.factor("l2"), pair[1])), start=1
-        ):
+        entry = _recorded_entry(recorded, owned.variable) if split is regularizer else None
+        if entry is not None:
+            totals = (entry[1], entry[2], entry[4])
+        else:
+            totals = (*split.sums(owned.variable), split.group_sum(owned.variable))
+        for slot, kind, total in zip((1, 2, 4), ("l1", "l2", "group"), totals):
+            if kind == "group" and total is None:  # no group key for a variable without the group term
+                continue
             name = f"{kind}_{owned.role}"
             counts_in = (keys[name], keys["penalty"])
             if per_layer:
@@ -169,8 +182,8 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
                 counts_in += (layer_keys.setdefault(key, len(keys) + len(layer_keys)),)
             if total is not None:  # None: a factor that is the constant 0
                 sums.append(in_dtype(total, "float32"))
-                factors.append(factor)
-                sources.append((id(owned.variable), slot) if from_step else None)
+                factors.append(split.factor(kind))
+                sources.append((id(owned.variable), slot) if entry is not None else None)
                 columns.append(counts_in)
     names = (*keys, *layer_keys)
     matrix = np.zeros((len(sums), len(names)), dtype="float32")
@@ -179,26 +192,25 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
     return PenaltySums(names, sums, factors, matrix, tuple(sources))
 
 
-def _recorded_sums(recorded: dict | None, variable: Any) -> tuple[Any, Any] | None:
-    """The sums recorded for `variable` in this step, if its regularizer was called on it."""
-    found = recorded.get(id(variable)) if recorded else None
-    return None if found is None else found[1:3]
+def _recorded_entry(recorded: dict | None, variable: Any) -> tuple | None:
+    """What `recording_terms` recorded for `variable` in this step, if its regularizer was called on it."""
+    return recorded.get(id(variable)) if recorded else None
 
 
 def sparsity(
     model: keras.layers.Layer, roles: tuple[str, ...] = (WEIGHT, BIAS), *, proximal_only: bool = False
 ) -> dict[str, Any]:
-    """Fraction of exactly-zero entries among the L1-regularized weights and biases.
+    """Fraction of exactly-zero entries among the L1- or group-regularized weights and biases.
 
     Returns `{"sparsity_weight", "sparsity_bias"}` (one key per entry of
     `roles`) as float32 scalars:
 
-        sparsity_weight = #{w = 0} / #w   over weights whose regularizer has λ1 > 0
+        sparsity_weight = #{w = 0} / #w   over weights whose regularizer has λ1 > 0 or λg > 0
 
     (likewise for biases), 0 where no variable of that role has an L1 penalty.
     Regularizers counted are those `penalty_terms` splits: `L1L2Plus` and
     Keras's `L1` and `L1L2`; with `proximal_only=True`, only the variables
-    that take the proximal step (`L1L2Plus(l1 > 0, proximal=True)`), as
+    that take the proximal step (`L1L2Plus(l1 > 0 or group > 0, proximal=True)`), as
     `PenaltyLogger` logs it.
     """
     return zero_fractions(sparsity_targets(model, roles, proximal_only=proximal_only))
@@ -217,7 +229,9 @@ def sparsity_targets(
     targets: dict[str, list] = {role: [] for role in roles}
     for owned in owned_trainable_variables(model):
         split = as_l1l2plus(owned.variable.regularizer)
-        if owned.role not in targets or split is None or split.factor("l1").is_zero:
+        if owned.role not in targets or split is None:
+            continue
+        if split.factor("l1").is_zero and split.factor("group").is_zero:
             continue
         if proximal_only and not split.proximal:
             continue
@@ -242,3 +256,31 @@ def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
         zeros = _keras.stack_scalars([ops.sum(ops.cast(ops.logical_not(v), "int32")) for v in variables])
         fractions[f"sparsity_{role}"] = ops.cast(ops.sum(zeros), "float32") / size
     return fractions
+
+
+def group_targets(model: keras.layers.Layer) -> list[tuple[Any, str]]:
+    """`(variable, groups)` for every trainable variable that takes the proximal group step (see `live_groups`)."""
+    targets = []
+    for owned in owned_trainable_variables(model):
+        split = as_l1l2plus(owned.variable.regularizer)
+        if split is not None and split.proximal and not split.factor("group").is_zero:
+            targets.append((owned.variable, split.groups))
+    return targets
+
+
+def live_groups(targets: list[tuple[Any, str]]) -> Any:
+    """The number of groups with an entry that is not exactly 0, over `targets` (`group_targets`), as float32.
+
+    A group is dead when every entry is exactly 0 (not when its norm
+    underflows): what `shrink` removes.
+    """
+    counts = []
+    for variable, groups in targets:
+        axes = group_axes(tuple(variable.shape), groups)
+        live = ops.logical_not(ops.logical_not(variable))  # x != 0, with no constant made per call
+        if axes:
+            live = ops.any(live, axis=axes)
+        counts.append(ops.sum(ops.cast(live, "int32")))
+    if not counts:
+        return ops.zeros((), dtype="float32")
+    return ops.cast(ops.sum(_keras.stack_scalars(counts)), "float32")

@@ -46,7 +46,7 @@ import warnings
 from typing import Any, Callable
 
 from keras_l1l2plus import _keras
-from keras_l1l2plus.logger.metric import PenaltyMetric, batch_size, latest_keys, sparsity_roles
+from keras_l1l2plus.logger.metric import PenaltyMetric, batch_size, counts_live_groups, latest_keys, sparsity_roles
 from keras_l1l2plus.regularizer import recording_terms
 from keras_l1l2plus.schedule import lambda_variables
 from keras_l1l2plus.steps import KINDS, make_step_function
@@ -98,14 +98,20 @@ class Attachment:
         keys = penalty_sums(model, per_layer=logger.per_layer).keys
         roles = sparsity_roles(model)
         lambdas = lambda_variables(model)
+        groups = counts_live_groups(model)
         if (
             self.metric is None
-            or self.metric.keys != (*keys, "data_loss", *latest_keys(roles, lambdas))
+            or self.metric.keys != (*keys, "data_loss", *latest_keys(roles, lambdas, groups))
             or self.metric.lambda_ids != tuple(id(v) for v in lambdas.values())
         ):
             with _keras.distribution_scope(model):
                 self.metric = PenaltyMetric(
-                    model, per_layer=logger.per_layer, term_keys=keys, sparsity_roles=roles, lambdas=lambdas
+                    model,
+                    per_layer=logger.per_layer,
+                    term_keys=keys,
+                    sparsity_roles=roles,
+                    lambdas=lambdas,
+                    live_groups=groups,
                 )
             self.metric.on_reset = self._on_reset
             self.switches = {}  # traced with another metric

@@ -17,7 +17,7 @@ from keras_l1l2plus.logger.attachment import Attachment, attachment
 from keras_l1l2plus.logger.progress import ProgressBar
 from keras_l1l2plus.proximal import takes_proximal_step, uses_proximal_step
 from keras_l1l2plus.roles import owned_trainable_variables
-from keras_l1l2plus.terms import TERM_NAMES
+from keras_l1l2plus.terms import GROUP_TERMS, TERM_NAMES
 
 __all__ = ["PenaltyLogger"]
 
@@ -43,6 +43,7 @@ class PenaltyLogger(keras.callbacks.Callback):
     `TensorBoard`, `EarlyStopping`, ...):
 
         l1_weight, l1_bias, l2_weight, l2_bias   the four terms (see `penalty_terms`)
+        group_weight   the group lasso term, where a weight has one (group_bias: a bias)
         penalty        every weight penalty: what Keras adds to the loss
         data_loss      loss − penalty
         sparsity_weight, sparsity_bias   fraction of exactly-zero entries among the
@@ -52,6 +53,9 @@ class PenaltyLogger(keras.callbacks.Callback):
                        may hold more zeros); only for a role whose variables take
                        the proximal step (with subgradient steps it is 0 by
                        construction)
+        live_groups    the number of groups (units, features) with an entry that
+                       is not exactly 0, among the variables taking the proximal
+                       group step, at the same weights; only with that step
         val_data_loss  val_loss − penalty at the evaluated weights (with validation;
                        so are val_penalty and val_<term>)
 
@@ -169,8 +173,9 @@ class PenaltyLogger(keras.callbacks.Callback):
         shown = (
             "data_loss",
             *TERM_NAMES,
+            *(k for k in GROUP_TERMS if k in self._keys),
             "penalty",
-            *(k for k in self._keys if k.startswith(("sparsity_", "lambda_"))),
+            *(k for k in self._keys if k.startswith(("sparsity_", "live_groups", "lambda_"))),
         )
         return ProgressBar(self._keys, shown=shown, shown_validation=("data_loss",))
 

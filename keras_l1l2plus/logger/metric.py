@@ -25,9 +25,9 @@ from keras import ops
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
 from keras_l1l2plus.regularizer import in_dtype
-from keras_l1l2plus.terms import penalty_sums, sparsity_targets, zero_fractions
+from keras_l1l2plus.terms import group_targets, live_groups, penalty_sums, sparsity_targets, zero_fractions
 
-__all__ = ["PenaltyMetric", "batch_size", "latest_keys", "sparsity_roles"]
+__all__ = ["PenaltyMetric", "batch_size", "counts_live_groups", "latest_keys", "sparsity_roles"]
 
 
 class PenaltyMetric(_keras.MetricContainer):
@@ -42,7 +42,9 @@ class PenaltyMetric(_keras.MetricContainer):
     `sparsity_roles`, the fraction of exact zeros among that role's variables
     that take the proximal step (`keras_l1l2plus.terms.sparsity` with
     `proximal_only=True`), is not averaged: it is the value at the weights of
-    the latest step.
+    the latest step; so is `live_groups` (with `live_groups=True`), the
+    number of groups not exactly 0 among the variables taking the proximal
+    group step (`keras_l1l2plus.terms.live_groups`).
 
     `update_state(...)` does nothing: the terms come from the step's loss,
     not from `(y, y_pred)`, so a custom `train_step` that updates every
@@ -57,18 +59,20 @@ class PenaltyMetric(_keras.MetricContainer):
         sparsity_roles: tuple[str, ...] = (),
         lambdas: dict[str, Any] | None = None,
         per_layer: bool = False,
+        live_groups: bool = False,
         name: str = "penalty_terms",
     ):
         mean_keys = (*term_keys, "data_loss")  # term_keys: those of penalty_sums(model, per_layer=...)
         super().__init__(name=name, lower_is_better=mean_keys)  # every value here, but sparsity, for monitors
         self._sums = lambda recorded=None: penalty_sums(model, per_layer=per_layer, recorded=recorded)
         self._sparsity_targets = lambda: sparsity_targets(model, roles=sparsity_roles, proximal_only=True)
+        self._group_targets = (lambda: group_targets(model)) if live_groups else (lambda: None)
         self.mean_keys = mean_keys
         lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
         # In a closure: as attributes, Keras would track them as this metric's own state.
         self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
         self.lambda_ids = tuple(id(v) for v in lambdas.values())
-        self.latest_keys = latest_keys(sparsity_roles, lambdas)
+        self.latest_keys = latest_keys(sparsity_roles, lambdas, live_groups)
         self.keys = self.mean_keys + self.latest_keys
         # Σ value·batch_size for each mean key, then Σ batch_size: one write per step.
         self._totals = self.add_variable(shape=(len(self.mean_keys) + 1,), initializer="zeros", name="totals")
@@ -121,7 +125,10 @@ class PenaltyMetric(_keras.MetricContainer):
         else:
             self._totals.assign_add(values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
-            latest = [*zero_fractions(plan.zero_targets).values(), *self._lambda_values()]
+            latest = [*zero_fractions(plan.zero_targets).values()]
+            if plan.group_targets is not None:
+                latest.append(live_groups(plan.group_targets))
+            latest.extend(self._lambda_values())
             self._latest.assign(ops.stack(latest))
 
     def _warn_keys(self) -> None:
@@ -164,7 +171,9 @@ def _signature(recorded: dict | None) -> tuple | None:
     """
     if not recorded:
         return None
-    return tuple((key, id(entry[3].factor("l1")), id(entry[3].factor("l2"))) for key, entry in recorded.items())
+    return tuple(
+        (key, *(id(entry[3].factor(kind)) for kind in ("l1", "l2", "group"))) for key, entry in recorded.items()
+    )
 
 
 class _StepPlan:
@@ -193,6 +202,7 @@ class _StepPlan:
         reusable = signature is not None and all(source is not None for source in plan.sources)
         self.signature = signature if reusable else None
         self.zero_targets = metric._sparsity_targets()  # the variables sparsity_* counts (the walk, once)
+        self.group_targets = metric._group_targets()  # and those live_groups counts (None: not logged)
         self.rows = plan.sources if reusable else ()
         self.sums = () if reusable else plan.sums
         # Tensors made now serve later steps only where they outlive the step (PyTorch, eager);
@@ -217,9 +227,18 @@ def batch_size(x: Any, y_pred: Any) -> Any:
     return 1
 
 
-def latest_keys(roles: Iterable[str], terms: Iterable[str]) -> tuple[str, ...]:
-    """The keys `PenaltyMetric` logs at the latest step's value: `sparsity_<role>`, then `lambda_<term>`."""
-    return (*(f"sparsity_{role}" for role in roles), *(f"lambda_{term}" for term in terms))
+def latest_keys(roles: Iterable[str], terms: Iterable[str], groups: bool = False) -> tuple[str, ...]:
+    """The keys `PenaltyMetric` logs at the latest step's value: `sparsity_<role>`, `live_groups`, `lambda_<term>`."""
+    return (
+        *(f"sparsity_{role}" for role in roles),
+        *(("live_groups",) if groups else ()),
+        *(f"lambda_{term}" for term in terms),
+    )
+
+
+def counts_live_groups(model: Any) -> bool:
+    """Whether `live_groups` means something: some variable takes the proximal group step."""
+    return uses_proximal_step(getattr(model, "optimizer", None)) and bool(group_targets(model))
 
 
 def sparsity_roles(model: Any) -> tuple[str, ...]:

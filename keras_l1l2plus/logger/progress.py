@@ -38,6 +38,9 @@ SHORT_NAMES = {
     "l1_bias": "l1b",
     "l2_weight": "l2w",
     "l2_bias": "l2b",
+    "group_weight": "gw",
+    "group_bias": "gb",
+    "live_groups": "live",
     "sparsity_weight": "sp_w",
     "sparsity_bias": "sp_b",
 }
@@ -187,7 +190,7 @@ class ProgressBar(keras.callbacks.ProgbarLogger):
             return 30 + (self.shown_validation.index(base) if base in self.shown_validation else 0)
         if base == "penalty":
             return 10
-        terms = ("l1_weight", "l2_weight", "l1_bias", "l2_bias")
+        terms = ("l1_weight", "l2_weight", "group_weight", "l1_bias", "l2_bias", "group_bias")
         if base in terms:
             return 11 + terms.index(base)
         return 20 + (self.shown.index(base) if base in self.shown else 0)
