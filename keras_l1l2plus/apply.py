@@ -1,9 +1,10 @@
-"""`regularize`: the four λs of the book's loss on a whole Keras model.
+"""`regularize`: the four λs of the book's loss, and the group lasso, on a whole Keras model.
 
-    Loss = DataLoss + λ1w·Σ|w| + λ1b·Σ|b| + λ2w·Σw² + λ2b·Σb²
+    Loss = DataLoss + λ1w·Σ|w| + λ1b·Σ|b| + λ2w·Σw² + λ2b·Σb²  (+ λgw·Σ_g ‖w_g‖₂)
 
-Weights get `L1L2Plus(l1_weight, l2_weight)`, biases `L1L2Plus(l1_bias,
-l2_bias)`, by the rule in `keras_l1l2plus.roles`.
+Weights get `L1L2Plus(l1_weight, l2_weight, group=group_weight)`, biases
+`L1L2Plus(l1_bias, l2_bias)`, by the rule in `keras_l1l2plus.roles`; which
+weights take the group term, and how they are grouped, is `groups`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.roles import BIAS, is_normalization, regularizer_attributes, role, walk_layers
 from keras_l1l2plus.steps import retrace
 
-__all__ = ["regularize"]
+__all__ = ["GROUP_CHOICES", "feature_readers", "regularize"]
 
 Exclude = Union[str, Iterable[str], Callable[[Any], bool], None]
 
@@ -58,6 +59,8 @@ def regularize(
     normalization: bool = False,
     proximal_weight: bool = False,
     proximal_bias: bool = False,
+    group_weight: float = 0.0,
+    groups: str = "units",
 ) -> keras.layers.Layer:
     """Puts the four λs on every weight and bias of `model`, in place.
 
@@ -107,10 +110,25 @@ def regularize(
             them, or a predicate `layer -> bool`. A pattern that matches no
             layer raises `ValueError`; a predicate that matches none warns.
         normalization: also regularize normalization layers' gamma and beta.
-        proximal_weight, proximal_bias: apply L1 to the weights, the biases by
-            a proximal step that sets them exactly to zero instead of by its
-            gradient (`L1L2Plus(proximal=True)`; compile with a
-            `ProximalOptimizer`, which takes the step).
+        proximal_weight, proximal_bias: apply L1 (and the group term) to the
+            weights, the biases by a proximal step that sets them exactly to
+            zero instead of by its gradient (`L1L2Plus(proximal=True)`;
+            compile with a `ProximalOptimizer`, which takes the step).
+        group_weight: λg of the group lasso `λg·Σ_g ‖w_g‖₂` on the weights
+            (`L1L2Plus(group=...)`), a finite float ≥ 0. With `l1_weight`
+            too it is the sparse group lasso.
+        groups: which weights take it, and what a group is:
+            `"units"` (default): every weight, one group per output unit (a
+            kernel's column, a convolution's filter; for a 1-D weight such
+            as a normalization's gamma, each entry), to remove units;
+            `"inputs"`: the kernels of the layers that read the model's
+            inputs (directly or through layers without weights that keep
+            the shape, such as `Dropout`), one group per input feature (a
+            kernel's row), to select features; the other weights take no
+            group term;
+            `"both"`: `"inputs"` on those layers, `"units"` on every other
+            weight. `"inputs"` and `"both"` need a built Functional or
+            Sequential model (its inputs are known).
 
     Returns:
         `model`, regularized in place.
@@ -128,14 +146,27 @@ def regularize(
     normalization = validate_flag(normalization, "normalization")
     proximal_weight = validate_flag(proximal_weight, "proximal_weight")
     proximal_bias = validate_flag(proximal_bias, "proximal_bias")
+    group_weight = validate_penalty(group_weight, "group_weight")
+    if groups not in GROUP_CHOICES:
+        raise ValueError(
+            f"Invalid value for argument `groups`: expected one of {GROUP_CHOICES}. Received: groups={groups!r}"
+        )
     is_excluded, patterns = _exclusion(exclude)
+    readers = feature_readers(model) if group_weight and groups != "units" else set()
 
-    def regularizer_for(variable_role: str) -> L1L2Plus | None:
+    def regularizer_for(variable_role: str, layer: Any, attribute: str = "") -> L1L2Plus | None:
+        group, kind = 0.0, "units"
         if variable_role == BIAS:
             l1, l2, prox = l1_bias, l2_bias, proximal_bias
         else:
             l1, l2, prox = l1_weight, l2_weight, proximal_weight
-        return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad, proximal=prox) if (l1 or l2) else None
+            if id(layer) in readers and attribute in ("kernel", "kernel_regularizer"):
+                group, kind = group_weight, "inputs"
+            elif groups != "inputs":
+                group = group_weight
+        if not (l1 or l2 or group):
+            return None
+        return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad, proximal=prox, group=group, groups=kind)
 
     # A layer is excluded when it, or a layer that contains it, matches.
     matches: dict[int, bool] = {}
@@ -167,10 +198,10 @@ def regularize(
             continue
         attributes = regularizer_attributes(layer)
         for attribute, attribute_role in attributes.items():
-            setattr(layer, attribute, regularizer_for(attribute_role))
+            setattr(layer, attribute, regularizer_for(attribute_role, layer, attribute))
         stems = {a.lstrip("_")[: -len("_regularizer")] for a in attributes}
         for variable in _keras.own_trainable_variables(layer):
-            variable.regularizer = regularizer_for(role(layer, variable.name))
+            variable.regularizer = regularizer_for(role(layer, variable.name), layer, variable.name)
             if not _has_attribute_for(variable.name, stems):
                 unsaved.append(variable.path)
     if unsaved:
@@ -182,6 +213,37 @@ def regularize(
         )
     retrace(model)
     return model
+
+
+GROUP_CHOICES = ("units", "inputs", "both")
+
+
+def feature_readers(model: Any) -> set[int]:
+    """The ids of the layers whose kernel reads `model`'s input features: a model input, directly or
+    through layers without variables that keep its shape (`Dropout`, `GaussianNoise`, `Activation`, ...)."""
+    inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
+    if not inputs:
+        raise ValueError(
+            'regularize(groups="inputs" or "both") groups the kernel rows that read the model\'s input '
+            f"features, so it needs a built Functional or Sequential model; {type(model).__name__} "
+            f"{model.name!r} has no known inputs. Build it with an Input (keras.Input(shape)), or pass "
+            'groups="units".'
+        )
+    feature_tensors = {id(tensor) for tensor in inputs}
+    readers: set[int] = set()
+    for layer in model.layers:
+        try:
+            layer_inputs = keras.tree.flatten(layer.input)
+            layer_output = layer.output
+        except (AttributeError, ValueError):  # an InputLayer, or a layer called more than once
+            continue
+        if not any(id(tensor) in feature_tensors for tensor in layer_inputs):
+            continue
+        if layer.weights:
+            readers.add(id(layer))
+        elif len(layer_inputs) == 1 and tuple(layer_inputs[0].shape) == tuple(layer_output.shape):
+            feature_tensors.add(id(layer_output))
+    return readers
 
 
 # Variable names whose layer attribute is not `<name>_regularizer`.

@@ -94,13 +94,13 @@ class Factor:
 def validate_penalty(value: Any, name: str) -> float:
     """A regularization factor λ: a finite, non-negative float."""
     if callable(value) or isinstance(value, keras.Variable):
-        # PenaltySchedule's keywords are regularize's: l1_weight, l1_bias, l2_weight, l2_bias.
+        # PenaltySchedule's keywords are regularize's: l1_weight, l1_bias, l2_weight, l2_bias, group_weight, ...
         schedule = (
             (
                 f"keras_l1l2plus.PenaltySchedule({name}_weight=...) for weights or "
                 f"PenaltySchedule({name}_bias=...) for biases"
             )
-            if name in ("l1", "l2")
+            if name in ("l1", "l2", "group")
             else f"keras_l1l2plus.PenaltySchedule({name}=...)"
         )
         raise ValueError(

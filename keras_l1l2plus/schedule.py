@@ -1,8 +1,9 @@
-"""`PenaltySchedule`: the four λs on a schedule, without tracing the train step again.
+"""`PenaltySchedule`: the λs on a schedule, without tracing the train step again.
 
 The loss at optimizer step t (epoch e) is
 
     Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
+              (+ λgw(t)·Σ_g‖w_g‖ + λgb(t)·Σ_g‖b_g‖ where a group term is on)
 
 where each λ is a constant, a `keras.optimizers.schedules.LearningRateSchedule`
 of the optimizer's iteration count t (`PolynomialDecay`, `CosineDecay`,
@@ -12,8 +13,8 @@ step 0 slows early training), annealing, and gradual sparsity (raise the
 proximal λ1 until a target fraction of the weights is exactly 0).
 
 How: the scheduled λs of a model are the entries of one non-trainable
-float32 `keras.Variable` of 4 (`lambdas`, in the order l1_weight, l1_bias,
-l2_weight, l2_bias). The `L1L2Plus` regularizers of a role read their entry
+float32 `keras.Variable` of 6 (`lambdas`, in the order l1_weight, l1_bias,
+l2_weight, l2_bias, group_weight, group_bias). The `L1L2Plus` regularizers of a role read their entry
 in the step (`L1L2Plus.factor("l1")` is a `Factor` of that entry), so a new value reaches the
 next step with no new trace, under `jit_compile`, `steps_per_execution` and
 `tf.distribute`. On JAX the variable is part of the state the trainer threads
@@ -48,7 +49,7 @@ from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.roles import regularizer_attributes, walk_layers
 from keras_l1l2plus.roles import role as variable_role
 from keras_l1l2plus.steps import retrace
-from keras_l1l2plus.terms import TERM_NAMES
+from keras_l1l2plus.terms import LAMBDA_NAMES
 
 __all__ = ["PenaltySchedule", "lambda_variables"]
 
@@ -64,7 +65,7 @@ def lambda_variables(model: Any) -> dict[str, Factor]:
     return {
         term: entry
         for term, entry in state["entries"].items()
-        if any(r.factor(term.split("_")[0]) is entry for r in _role_regularizers(model, term.split("_")[1]))
+        if any(r.factor(term.split("_")[0]) is entry for r in _term_regularizers(model, term))
     }
 
 
@@ -96,27 +97,38 @@ def _role_regularizers(model: Any, role: str, warn: bool = False) -> list[L1L2Pl
     return list(found.values())
 
 
+def _term_regularizers(model: Any, term: str, warn: bool = False) -> list[L1L2Plus]:
+    """The `L1L2Plus` a schedule of `term` sets: every one of its role; for a group term, those with one
+    (a group term needs its `groups`, which only `regularize` or the user chose)."""
+    kind, role = term.split("_")
+    found = _role_regularizers(model, role, warn=warn)
+    if kind == "group":
+        found = [r for r in found if not r.factor("group").is_zero]
+    return found
+
+
 def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     """Makes the `L1L2Plus` of `terms` read their λ from the model's λ vector; traces again if that changed.
 
-    The vector (one float32 entry per term of `TERM_NAMES`) is created once
+    The vector (one float32 entry per λ of `LAMBDA_NAMES`) is created once
     per model and made part of the state the train step reads (JAX threads
     it). Returns the model's λ state and the variables to write: the vector,
     and the copy a `ProximalOptimizer` reads on JAX.
     """
     regularizers = {}
     for term in terms:
-        regularizers[term] = _role_regularizers(model, term.split("_")[1], warn=True)
+        regularizers[term] = _term_regularizers(model, term, warn=True)
         if not regularizers[term]:
+            what = "with a group term" if term.startswith("group") else "regularizer"
             raise ValueError(
                 f"PenaltySchedule({term}=...): no {term.split('_')[1]} of model {model.name!r} has an L1L2Plus "
-                f"regularizer to schedule. Put them on first, e.g. "
+                f"{what} to schedule. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
             )
 
     def new_state():
         with _keras.distribution_scope(model):
-            vector = keras.Variable(np.zeros(len(TERM_NAMES), "float32"), trainable=False, name="lambdas")
+            vector = keras.Variable(np.zeros(len(LAMBDA_NAMES), "float32"), trainable=False, name="lambdas")
         return {"vector": vector, "entries": {}}
 
     state = _keras.model_state(model, "lambdas", new_state)
@@ -130,14 +142,14 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
         if entry is None or all(r.factor(kind) is not entry for r in regularizers[term]):
             # First schedule of this term, or regularize() put constants back: start from the current λ.
             start = regularizers[term][0].factor(kind).value
-            entry = state["entries"][term] = Factor(start, vector, TERM_NAMES.index(term))
+            entry = state["entries"][term] = Factor(start, vector, LAMBDA_NAMES.index(term))
             vector.assign(_vector_value(state))
         for regularizer in regularizers[term]:
             if regularizer.factor(kind) is not entry:
                 regularizer.schedule(kind, entry)
                 changed = True
         optimizer = find_proximal_optimizer(getattr(model, "optimizer", None))
-        if kind == "l1" and optimizer is not None and any(r.proximal for r in regularizers[term]):
+        if kind in ("l1", "group") and optimizer is not None and any(r.proximal for r in regularizers[term]):
             copy = optimizer.track_lambda(vector)  # the proximal step's threshold reads it
             if all(copy is not t for t in targets):
                 copy.assign(_vector_value(state))
@@ -150,7 +162,7 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
 def _vector_value(state: dict) -> np.ndarray:
     """The λ vector's value: each scheduled term's last value, 0 for the others."""
     entries = state["entries"]
-    return np.array([entries[t].value if t in entries else 0.0 for t in TERM_NAMES], "float32")
+    return np.array([entries[t].value if t in entries else 0.0 for t in LAMBDA_NAMES], "float32")
 
 
 def _tabulate(schedule: Any, first_step: int, steps: int | None):
@@ -183,9 +195,10 @@ def _validate_schedule(schedule: Any, term: str) -> Schedule:
 
 
 class PenaltySchedule(keras.callbacks.Callback):
-    """Makes any of the four λs follow a schedule during `fit`.
+    """Makes any of the λs follow a schedule during `fit`.
 
         Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
+                  (+ λgw(t)·Σ_g‖w_g‖ + λgb(t)·Σ_g‖b_g‖)
 
     Each argument is None (that λ is left alone), a float (set, then
     constant), a `keras.optimizers.schedules.LearningRateSchedule` (a function
@@ -198,8 +211,9 @@ class PenaltySchedule(keras.callbacks.Callback):
     skips on overflow still counts here. A scheduled λ replaces the λ of that
     term on every `L1L2Plus` of that role (weights or biases, see
     `keras_l1l2plus.roles`), which must be on the model already
-    (`regularize`); proximal regularizers stay proximal, and their step's
-    threshold follows the scheduled λ1.
+    (`regularize`); a group λ replaces the λg of those with a group term
+    (each keeps its `groups`). Proximal regularizers stay proximal, and
+    their step's threshold follows the scheduled λ1 and λg.
 
     A new λ is read by the next step without tracing it again (the λ is a
     variable the step reads; see `keras_l1l2plus.schedule`). With
@@ -226,7 +240,8 @@ class PenaltySchedule(keras.callbacks.Callback):
     0.25
 
     Args:
-        l1_weight, l1_bias, l2_weight, l2_bias: the schedule of each λ.
+        l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias:
+            the schedule of each λ.
     """
 
     def __init__(
@@ -235,13 +250,15 @@ class PenaltySchedule(keras.callbacks.Callback):
         l1_bias: Schedule | None = None,
         l2_weight: Schedule | None = None,
         l2_bias: Schedule | None = None,
+        group_weight: Schedule | None = None,
+        group_bias: Schedule | None = None,
     ):
         super().__init__()
-        given = dict(zip(TERM_NAMES, (l1_weight, l1_bias, l2_weight, l2_bias)))
+        given = dict(zip(LAMBDA_NAMES, (l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias)))
         self.schedules = {term: _validate_schedule(s, term) for term, s in given.items() if s is not None}
         if not self.schedules:
             raise ValueError(
-                "PenaltySchedule: give at least one of l1_weight, l1_bias, l2_weight, l2_bias "
+                f"PenaltySchedule: give at least one of {', '.join(LAMBDA_NAMES)} "
                 "(a float, a keras.optimizers.schedules.LearningRateSchedule or a callable of the epoch)."
             )
         self._per_step = {
