@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Union
 
 from keras_l1l2plus.factors import validate_flag
-from keras_l1l2plus.terms import TERM_NAMES
+from keras_l1l2plus.terms import GROUP_TERMS, TERM_NAMES
 
-__all__ = ["CATEGORY", "TERM_CHARTS", "tensorboard_layout", "write_tensorboard_layout"]
+__all__ = ["CATEGORY", "GROUP_CHARTS", "TERM_CHARTS", "tensorboard_layout", "write_tensorboard_layout"]
 
 CATEGORY = "keras-l1l2plus: Loss = DataLoss + L1w + L1b + L2w + L2b"
 #: One chart per term, in the layout's order: the weight terms side by side, then the bias terms.
@@ -42,6 +42,11 @@ TERM_CHARTS = {
     "l2_weight": "l2_weight = λ2·Σw² over the weights",
     "l1_bias": "l1_bias = λ1·Σ|b| over the biases",
     "l2_bias": "l2_bias = λ2·Σb² over the biases",
+}
+#: With `groups=True`: the group lasso's terms, one chart each, and the live groups.
+GROUP_CHARTS = {
+    "group_weight": "group_weight = λg·Σ_g ‖w_g‖₂ over the weights",
+    "group_bias": "group_bias = λg·Σ_g ‖b_g‖₂ over the biases",
 }
 
 
@@ -57,7 +62,7 @@ def _tensorboard():
     return layout_pb2
 
 
-def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False):
+def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False, groups: bool = False):
     """The custom-scalars `Layout` proto of the charts above."""
     layout_pb2 = _tensorboard()
 
@@ -69,15 +74,20 @@ def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False):
         chart("data_loss (train run) and val_data_loss (validation run)", r"^epoch_data_loss$"),
         *(chart(title, rf"^epoch_{term}$") for term, title in TERM_CHARTS.items()),
     ]
+    if groups:
+        charts.extend(chart(title, rf"^epoch_{term}$") for term, title in GROUP_CHARTS.items())
     if sparsity:
         charts.append(chart("sparsity: fraction of exactly-zero entries", r"^epoch_sparsity_(weight|bias)$"))
+    if sparsity and groups:
+        charts.append(chart("live_groups: groups (units, features) not exactly 0", r"^epoch_live_groups$"))
     if per_layer:
-        charts.extend(chart(f"{term} per layer", rf"^epoch_{term}/") for term in TERM_NAMES)
+        terms = (*TERM_NAMES, *GROUP_TERMS) if groups else TERM_NAMES
+        charts.extend(chart(f"{term} per layer", rf"^epoch_{term}/") for term in terms)
     return layout_pb2.Layout(category=[layout_pb2.Category(title=CATEGORY, chart=charts)])
 
 
 def write_tensorboard_layout(
-    log_dir: Union[str, os.PathLike], *, sparsity: bool = False, per_layer: bool = False
+    log_dir: Union[str, os.PathLike], *, sparsity: bool = False, per_layer: bool = False, groups: bool = False
 ) -> Path:
     """Writes the layout into `log_dir`, the directory given to `keras.callbacks.TensorBoard`.
 
@@ -89,7 +99,9 @@ def write_tensorboard_layout(
     TensorBoard shows the latest layout.)
     `sparsity=True` adds the sparsity chart (a `PenaltyLogger` logs
     `sparsity_*` when some variable takes the proximal step), `per_layer=True`
-    one chart per term with each layer's share (`PenaltyLogger(per_layer=True)`).
+    one chart per term with each layer's share (`PenaltyLogger(per_layer=True)`),
+    `groups=True` the group lasso's charts (`group_weight`, `group_bias`,
+    and with `sparsity=True` `live_groups`).
     Returns the event file written.
 
     Example:
@@ -117,7 +129,8 @@ def write_tensorboard_layout(
             break
     sparsity = validate_flag(sparsity, "sparsity")
     per_layer = validate_flag(per_layer, "per_layer")
-    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer)  # the ImportError first
+    groups = validate_flag(groups, "groups")
+    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer, groups=groups)  # the ImportError first
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.custom_scalar import metadata
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
