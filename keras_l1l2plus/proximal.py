@@ -94,7 +94,7 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.factors import Factor
-from keras_l1l2plus.regularizer import as_l1l2plus, group_norms, in_dtype
+from keras_l1l2plus.regularizer import accumulation_dtype, as_l1l2plus, group_norms, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
 __all__ = [
@@ -191,6 +191,13 @@ def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, thre
     return lr if isinstance(p, float) else lr * p
 
 
+def _in(value: Any, dtype: str) -> Any:
+    """`value` in `dtype`: a Python number converted directly (a cast would round it to float32 first)."""
+    if isinstance(value, (int, float)):
+        return ops.convert_to_tensor(value, dtype)
+    return in_dtype(value, dtype)
+
+
 def group_scale(w: Any, groups: str, threshold: Any, p: Any = 1.0) -> Any:
     """max(0, 1 − threshold / ‖(w/p)_g‖₂) per group of `w` (size-1 axes kept), in `w`'s dtype.
 
@@ -201,7 +208,7 @@ def group_scale(w: Any, groups: str, threshold: Any, p: Any = 1.0) -> Any:
     w = ops.convert_to_tensor(w)
     scaled = w if isinstance(p, float) else w / p
     norms = group_norms(scaled, groups)  # in the accumulation dtype
-    threshold = ops.cast(threshold, norms.dtype)
+    threshold = _in(threshold, norms.dtype)
     safe = ops.where(ops.greater(norms, threshold), norms, ops.ones_like(norms))
     return in_dtype(ops.where(ops.greater(norms, threshold), 1 - threshold / safe, ops.zeros_like(norms)), w.dtype)
 
@@ -391,10 +398,11 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         shrinkage = None
         if not l1.is_zero:
             eta = lr if isinstance(p, float) else lr * p
-            shrinkage = _shrinkage(updated, ops.cast(self._lambda(l1, is_update_step), dtype) * eta)
+            shrinkage = _shrinkage(updated, _in(self._lambda(l1, is_update_step), dtype) * eta)
         if not group.is_zero:
             value = updated if shrinkage is None else updated - shrinkage
-            threshold = ops.cast(self._lambda(group, is_update_step), "float32") * ops.cast(lr, "float32")
+            acc = accumulation_dtype(dtype)
+            threshold = _in(self._lambda(group, is_update_step), acc) * _in(learning_rate, acc)
             value = value * group_scale(value, as_l1l2plus(variable.regularizer).groups, threshold, p)
         if variable.constraint is not None:  # the variable's own constraint applies last
             value = variable.constraint(updated - shrinkage if value is None else value)
