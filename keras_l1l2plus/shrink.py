@@ -587,6 +587,12 @@ class _Plan:
 # ---------------------------------------------------------------------------------------------- building
 
 
+def _is_keras_own(config: dict) -> bool:
+    """Whether a serialized object is one of Keras's own (module `keras` or `keras.*`, not registered)."""
+    module = str(config.get("module", ""))
+    return (module == "keras" or module.startswith("keras.")) and config.get("registered_name") is None
+
+
 def _strip_custom(value: Any) -> Any:
     """`value` (a config) without regularizers and constraints that are not Keras's own.
 
@@ -599,7 +605,7 @@ def _strip_custom(value: Any) -> Any:
             if (
                 (key.endswith("_regularizer") or key.endswith("_constraint"))
                 and isinstance(item, dict)
-                and not str(item.get("module", "keras")).startswith("keras")
+                and not _is_keras_own(item)
             ):
                 out[key] = None
             else:
@@ -710,6 +716,11 @@ def _differs(original: np.ndarray, small: np.ndarray, rtol: float, atol: float |
     return bad, float(np.nanmax(error))
 
 
+def _one(inputs: list) -> Any:
+    """A model's inputs as it takes them: a lone tensor when there is one."""
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
 def first_divergence(original: Any, small: Any, x: Any, x_small: Any, masks: dict, rtol: float, atol: Any) -> Any:
     """The first layer, in the original's order, whose outputs (its kept units) differ in `small`; or None.
 
@@ -731,8 +742,8 @@ def first_divergence(original: Any, small: Any, x: Any, x_small: Any, masks: dic
         after.append(small_output)
     if not names:
         return None
-    values = _numpy_outputs(keras.Model(original.inputs, before)(x))
-    small_values = _numpy_outputs(keras.Model(small.inputs, after)(x_small))
+    values = _numpy_outputs(keras.Model(_one(original.inputs), before)(x))
+    small_values = _numpy_outputs(keras.Model(_one(small.inputs), after)(x_small))
     for name, value, small_value in zip(names, values, small_values):
         keep = masks.get(name)
         if keep is not None:
@@ -794,7 +805,8 @@ def _functional(model: Any) -> Any:
                 "`model.build((None, n_features))`, or start it with `keras.Input(shape)`. "
                 f"Received: model={model!r}"
             )
-        return keras.Model(model.inputs, model.outputs, name=model.name)
+        inputs, outputs = model.inputs, model.outputs  # it takes and returns one tensor, not a list of one
+        return keras.Model(_one(inputs), _one(outputs), name=model.name)
     if getattr(model, "inputs", None) is None or getattr(model, "outputs", None) is None:
         first = model.layers[0] if model.layers else None
         width = getattr(getattr(first, "kernel", None), "shape", None)
@@ -876,12 +888,7 @@ def shrink(
         raise ValueError(
             f'Invalid value for argument `features`: expected "remove" or "keep". Received: features={features!r}'
         )
-    config = functional.get_config()
-    if isinstance(model, keras.Sequential):  # it takes and returns one tensor, not a list of one
-        for key in ("input_layers", "output_layers"):
-            if not _is_ref(config[key]) and len(config[key]) == 1:
-                config[key] = config[key][0]
-    graph = _Graph(functional, config)
+    graph = _Graph(functional, functional.get_config())
     plan = _Plan(graph, features)
     small, kept_inputs, masks = _build(graph, plan)
     report = ShrinkReport(
