@@ -89,7 +89,7 @@ _POOLING = _classes(
     "GlobalAveragePooling3D",
 )
 _MIXING_ACTIVATIONS = {"softmax", "log_softmax", "sparsemax"}  # across units: no per-unit constant
-_PROBE_SIZE = 16  # a spatial dimension of unknown size, in the constant maps the pass-through layers are run on
+_PROBE_SIZE = 17  # an unknown spatial size in the constant maps the layers are run on: prime, so "same" pads
 _CHECK_BATCH = 32
 _UNKNOWN_DIM = 8  # an input dimension of unknown size, in the generated check batch
 FEATURES = ("remove", "keep")

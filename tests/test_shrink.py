@@ -332,3 +332,15 @@ def test_fresh_process_loads_the_small_model_without_keras_l1l2plus(tmp_path, fr
     )
     assert out.split()[-1] == "3"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_dict_inputs_are_selected_by_name():
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model({"a": a, "b": b}, L.Dense(2)(L.Concatenate()([L.Dense(3, name="da")(a), b])))
+    set_layer(model.get_layer("da"), zero_rows=[1])
+    small, report = kl.shrink(model)
+    assert report.kept_features["a"].tolist() == [0, 2] and report.kept_features["b"].tolist() == [0, 1]
+    assert "Concatenate" in report.left_whole["da"] and "Concatenate" in report.left_whole["b"]
+    x = {"a": normal(8, 3), "b": normal(8, 2, seed=2)}
+    np.testing.assert_array_equal(report.select_features(x)["a"], x["a"][:, [0, 2]])
+    assert_same_outputs(model, small, report, x)
