@@ -21,6 +21,7 @@ from keras_l1l2plus.logger import PenaltyLogger  # noqa: E402
 from keras_l1l2plus.proximal import ProximalL1, ProximalOptimizer  # noqa: E402, F401 - ProximalL1: removed
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
 from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
+from keras_l1l2plus.shrink import shrink  # noqa: E402
 from keras_l1l2plus.tensorboard_layout import write_tensorboard_layout  # noqa: E402
 from keras_l1l2plus.terms import penalty_terms  # noqa: E402
 
@@ -33,6 +34,7 @@ __all__ = [
     "ProximalOptimizer",
     "penalty_terms",
     "regularize",
+    "shrink",
     "write_tensorboard_layout",
     "__version__",
 ]

@@ -9,7 +9,8 @@ PACKAGE = Path(keras_l1l2plus.__file__).parent
 
 # Lowest first. A module imports only from floors below its own.
 FLOORS = [
-    {"_keras", "factors", "logger.progress"},  # the seam; λ and argument validation; the progress line
+    {"_keras", "factors", "logger.progress", "shrink"},  # the seam; λ and argument validation; the progress line;
+    # shrink (a smaller model from zero units: public Keras only, no package import)
     {"regularizer", "roles", "steps"},  # the penalty math; weight vs bias; step functions
     {"terms", "proximal"},  # a model's terms; the proximal optimizer
     {"apply", "schedule", "tensorboard_layout", "logger.metric"},  # regularize; λ schedules; the logger's metric
