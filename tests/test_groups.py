@@ -200,6 +200,9 @@ def test_logger_logs_the_group_term_and_the_live_groups():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 5)).astype("float32"), rng.normal(size=(64, 2)).astype("float32")
     model = mlp()
+    # Rows and columns of decreasing size: the small ones go first, within the 6 steps, on every backend.
+    model.layers[1].kernel.assign(rng.normal(size=(5, 4)) * np.linspace(0.05, 1.0, 5)[:, None])
+    model.layers[2].kernel.assign(rng.normal(size=(4, 2)) * np.array([0.05, 1.0]))
     kl.regularize(model, group_weight=1.0, groups="both", proximal_weight=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
 
@@ -329,19 +332,21 @@ def exact_preconditioned_prox(w, eta, lam):
 
 def test_the_adaptive_group_step_zeroes_exactly_the_groups_the_exact_step_zeroes():
     rng = np.random.default_rng(0)
-    w = rng.normal(size=(6, 200)) * rng.uniform(0.1, 1.0, size=200)  # 200 groups ("units") of 6
-    p = rng.uniform(0.2, 5.0, size=(6, 200))  # per-coordinate step sizes, lr = 1
+    w = (rng.normal(size=(6, 200)) * rng.uniform(0.1, 1.0, size=200)).astype("float32")  # 200 groups of 6
+    p = rng.uniform(0.2, 5.0, size=(6, 200)).astype("float32")  # per-coordinate step sizes, lr = 1
     lam = 0.8
-    ours = to_numpy(keras.ops.convert_to_tensor(w, "float64") * group_scale(keras.ops.convert_to_tensor(w, "float64"), "units", lam, keras.ops.convert_to_tensor(p, "float64")))
-    exact = np.stack([exact_preconditioned_prox(w[:, j], p[:, j], lam) for j in range(200)], axis=1)
+    # float32 (JAX's default): groups within 1e-4 of the threshold could round either way, and are not judged.
+    clear = np.abs(np.linalg.norm(w.astype("float64") / p, axis=0) / lam - 1) > 1e-4
+    ours = to_numpy(keras.ops.convert_to_tensor(w) * group_scale(w, "units", lam, keras.ops.convert_to_tensor(p)))
+    exact = np.stack([exact_preconditioned_prox(w[:, j].astype("float64"), p[:, j], lam) for j in range(200)], 1)
     zero_ours, zero_exact = np.all(ours == 0, axis=0), np.all(exact == 0, axis=0)
-    assert 20 < zero_exact.sum() < 180  # a mix of zeroed and kept groups
-    np.testing.assert_array_equal(zero_ours, zero_exact)
+    assert 20 < zero_exact[clear].sum() < 180  # a mix of zeroed and kept groups
+    np.testing.assert_array_equal(zero_ours[clear], zero_exact[clear])
     # With equal step sizes in a group, it is the exact step.
-    p_equal = np.broadcast_to(rng.uniform(0.2, 5.0, size=200), (6, 200))
-    equal = to_numpy(keras.ops.convert_to_tensor(w, "float64") * group_scale(keras.ops.convert_to_tensor(w, "float64"), "units", lam, keras.ops.convert_to_tensor(np.ascontiguousarray(p_equal), "float64")))
-    exact = np.stack([exact_preconditioned_prox(w[:, j], p_equal[:, j], lam) for j in range(200)], axis=1)
-    np.testing.assert_allclose(equal, exact, rtol=1e-9, atol=1e-12)
+    p_equal = np.ascontiguousarray(np.broadcast_to(rng.uniform(0.2, 5.0, size=200), (6, 200))).astype("float32")
+    equal = to_numpy(keras.ops.convert_to_tensor(w) * group_scale(w, "units", lam, keras.ops.convert_to_tensor(p_equal)))
+    exact = np.stack([exact_preconditioned_prox(w[:, j].astype("float64"), p_equal[:, j], lam) for j in range(200)], 1)
+    np.testing.assert_allclose(equal, exact, rtol=1e-5, atol=1e-6)
 
 
 def test_a_zero_learning_rate_leaves_the_weights_alone():
@@ -404,7 +409,7 @@ def multitask_objective(w, x, y, alpha):
 
 def half_squared_error(y_true, y_pred):
     """½·Σ_k (y − ŷ)² per example: Keras's mean over the batch gives (1/(2n))·‖Y − XW‖²_F."""
-    return 0.5 * keras.ops.sum(keras.ops.square(y_true - y_pred), axis=-1)
+    return 0.5 * keras.ops.sum(keras.ops.square(keras.ops.subtract(y_true, y_pred)), axis=-1)
 
 
 def feature_selection_model(p, k):
@@ -433,7 +438,10 @@ def test_proximal_sgd_reaches_multitask_lassos_solution(loop):
         model.fit(np.tile(x, (steps, 1)), np.tile(y, (steps, 1)), batch_size=len(x), epochs=1, verbose=0,
                   shuffle=False)
     else:
-        custom_loop(model, optimizer, lambda: keras.ops.mean(half_squared_error(y, model(x))), steps)
+        def loss():  # the group term is in the penalty's value, and the proximal step applies it
+            return keras.ops.mean(half_squared_error(y, model(x))) + kl.penalty_terms(model)["penalty"]
+
+        custom_loop(model, optimizer, loss, steps)
     w = to_numpy(model.layers[0].kernel)
     np.testing.assert_array_equal(np.all(w == 0, axis=1), ref_dead)
     ours, theirs = multitask_objective(w, x, y, alpha), multitask_objective(ref_w, x, y, alpha)
