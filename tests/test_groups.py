@@ -1,6 +1,7 @@
 """The group lasso: its value and gradient against numpy, the proximal group step, scikit-learn's MultiTaskLasso."""
 
 import json
+from textwrap import dedent
 
 import keras
 import numpy as np
@@ -482,3 +483,87 @@ def test_keras_file_in_a_fresh_process_keeps_the_group_term_and_step(tmp_path, f
     assert np.all(kernel == 0, axis=1).sum() >= 1
     np.testing.assert_allclose(result["kernel"], kernel, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(np.array(result["kernel"]) == 0, kernel == 0)
+
+
+# --- distribution: the group step on two devices equals one device -------------------------
+
+DISTRIBUTED_RUN = """
+import json
+import keras, numpy as np
+import keras_l1l2plus as kl
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 5)).astype("float32")
+y = rng.normal(size=(64, 2)).astype("float32")
+
+def run(scope, optimizer):
+    with scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
+                                  keras.layers.Dense(2)])
+        kl.regularize(model, l1_weight=0.01, group_weight=0.2, groups="both", proximal_weight=True)
+        model.compile(optimizer=kl.ProximalOptimizer(optimizer()), loss="mse")
+    schedule = kl.PenaltySchedule(group_weight=keras.optimizers.schedules.PiecewiseConstantDecay(
+        [6], [0.2, 0.4]))  # the proximal λg changes within the third epoch
+    history = model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0,
+                        callbacks=[kl.PenaltyLogger(), schedule])
+    return history.history, [w.tolist() for w in model.get_weights()]
+"""
+
+
+def assert_same_runs(result):
+    for name, runs in result.items():
+        (single, w1), (parallel, w2) = runs["single"], runs["parallel"]
+        for key in ("loss", "penalty", "group_weight", "live_groups", "lambda_group_weight"):
+            np.testing.assert_allclose(parallel[key], single[key], rtol=1e-5, atol=1e-7, err_msg=f"{name} {key}")
+        assert single["lambda_group_weight"][-1] == pytest.approx(0.4)
+        assert single["live_groups"][-1] < single["live_groups"][0], name  # the step removed groups
+        for a, b in zip(w1, w2):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_array_equal(np.array(b) == 0, np.array(a) == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution.DataParallel (jax backend)")
+def test_jax_data_parallel_group_step_matches_single_device(fresh_python):
+    out = fresh_python(
+        dedent("""
+        import os, contextlib
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        import jax
+        """)
+        + DISTRIBUTED_RUN
+        + dedent("""
+        assert len(jax.devices()) == 2
+        result = {}
+        for name, opt in (("sgd", lambda: keras.optimizers.SGD(0.1)), ("adam", lambda: keras.optimizers.Adam(0.05))):
+            keras.distribution.set_distribution(None)
+            single = run(contextlib.nullcontext, opt)
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+            result[name] = {"single": single, "parallel": run(contextlib.nullcontext, opt)}
+        print(json.dumps(result))
+        """)
+    )
+    assert_same_runs(json.loads(out.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute.MirroredStrategy")
+def test_mirrored_strategy_group_step_matches_single_device(fresh_python):
+    out = fresh_python(
+        dedent("""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        """)
+        + DISTRIBUTED_RUN
+        + dedent("""
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result = {}
+        for name, opt in (("sgd", lambda: keras.optimizers.SGD(0.1)), ("adam", lambda: keras.optimizers.Adam(0.05))):
+            result[name] = {"single": run(tf.distribute.get_strategy().scope, opt),
+                            "parallel": run(mirrored.scope, opt)}
+        print(json.dumps(result))
+        """)
+    )
+    assert_same_runs(json.loads(out.strip().splitlines()[-1]))
