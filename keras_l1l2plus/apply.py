@@ -118,18 +118,20 @@ def regularize(
             (`L1L2Plus(group=...)`), a finite float ≥ 0. With `l1_weight`
             too it is the sparse group lasso.
         groups: which weights take it, and what a group is:
-            `"units"` (default): every weight, one group per output unit (a
-            kernel's column, a convolution's filter; for a 1-D weight such
-            as a normalization's gamma, each entry), to remove units;
+            `"units"` (default): every weight, one group per output unit, its
+            incoming weights (a kernel's column, a convolution's filter;
+            for a 1-D weight such as a normalization's gamma, each entry;
+            Wen et al. 2016), to remove units;
             `"inputs"`: the kernels of the layers that read the model's
             inputs (directly or through layers without weights that keep
             the shape, such as `Dropout`), one group per input feature (a
             kernel's row), to select features; the other weights take no
-            group term;
-            `"both"`: `"inputs"` on those layers, `"units"` on every other
-            weight. `"inputs"` and `"both"` need a built Functional or
-            Sequential model (its inputs are known).
-
+            group term. It needs a built Functional or Sequential model;
+            `"both"`: every layer's kernel by rows, one group per unit of
+            the layer before (or input feature), its outgoing weights
+            (Scardapane et al., "Group sparse regularization for deep
+            neural networks", 2017), which removes input features and
+            hidden units and never a model output; other weights by units.
     Returns:
         `model`, regularized in place.
     """
@@ -152,7 +154,7 @@ def regularize(
             f"Invalid value for argument `groups`: expected one of {GROUP_CHOICES}. Received: groups={groups!r}"
         )
     is_excluded, patterns = _exclusion(exclude)
-    readers = feature_readers(model) if group_weight and groups != "units" else set()
+    readers = feature_readers(model) if group_weight and groups == "inputs" else set()
 
     def regularizer_for(variable_role: str, layer: Any, attribute: str = "") -> L1L2Plus | None:
         group, kind = 0.0, "units"
@@ -160,10 +162,11 @@ def regularize(
             l1, l2, prox = l1_bias, l2_bias, proximal_bias
         else:
             l1, l2, prox = l1_weight, l2_weight, proximal_weight
-            if id(layer) in readers and attribute in ("kernel", "kernel_regularizer"):
-                group, kind = group_weight, "inputs"
-            elif groups != "inputs":
+            kernel = attribute in ("kernel", "kernel_regularizer")
+            if groups == "units" or (groups == "both" and not kernel):
                 group = group_weight
+            elif kernel and (groups == "both" or id(layer) in readers):
+                group, kind = group_weight, "inputs"
         if not (l1 or l2 or group):
             return None
         return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad, proximal=prox, group=group, groups=kind)
@@ -224,10 +227,10 @@ def feature_readers(model: Any) -> set[int]:
     inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
     if not inputs:
         raise ValueError(
-            'regularize(groups="inputs" or "both") groups the kernel rows that read the model\'s input '
+            'regularize(groups="inputs") groups the kernel rows that read the model\'s input '
             f"features, so it needs a built Functional or Sequential model; {type(model).__name__} "
             f"{model.name!r} has no known inputs. Build it with an Input (keras.Input(shape)), or pass "
-            'groups="units".'
+            'groups="both" (every kernel\'s rows) or "units".'
         )
     feature_tensors = {id(tensor) for tensor in inputs}
     readers: set[int] = set()

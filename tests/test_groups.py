@@ -168,7 +168,7 @@ def test_penalty_terms_has_the_group_key_only_with_a_group_term():
 
 @pytest.mark.parametrize(
     "groups, expected",
-    [("units", ("units", "units")), ("inputs", ("inputs", None)), ("both", ("inputs", "units"))],
+    [("units", ("units", "units")), ("inputs", ("inputs", None)), ("both", ("inputs", "inputs"))],
 )
 def test_regularize_groups(groups, expected):
     model = mlp()
@@ -190,9 +190,11 @@ def test_regularize_inputs_needs_known_inputs():
         def call(self, x):
             return self.dense(x)
 
-    with pytest.raises(ValueError, match='groups="units"'):
+    with pytest.raises(ValueError, match='groups="both".*"units"'):
         kl.regularize(Net(), group_weight=0.1, groups="inputs")
-    kl.regularize(Net(), group_weight=0.1, groups="units")  # the suggested fix runs
+    for fix in ("both", "units"):  # the suggested fixes run
+        net = kl.regularize(Net(), group_weight=0.1, groups=fix)
+        assert net.dense.kernel_regularizer.groups == ("inputs" if fix == "both" else "units")
     with pytest.raises(ValueError, match="argument `groups`.*Received: groups='rows'"):
         kl.regularize(mlp(), group_weight=0.1, groups="rows")
 
@@ -203,13 +205,13 @@ def test_logger_logs_the_group_term_and_the_live_groups():
     model = mlp()
     # Rows and columns of decreasing size: the small ones go first, within the 6 steps, on every backend.
     model.layers[1].kernel.assign(rng.normal(size=(5, 4)) * np.linspace(0.05, 1.0, 5)[:, None])
-    model.layers[2].kernel.assign(rng.normal(size=(4, 2)) * np.array([0.05, 1.0]))
+    model.layers[2].kernel.assign(rng.normal(size=(4, 2)) * np.linspace(0.05, 1.0, 4)[:, None])
     kl.regularize(model, group_weight=1.0, groups="both", proximal_weight=True)
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
 
     def live(model):
         hidden, out = (to_numpy(layer.kernel) for layer in model.layers[1:])
-        return int((numpy_group_norms(hidden, "inputs") > 0).sum() + (numpy_group_norms(out, "units") > 0).sum())
+        return int((numpy_group_norms(hidden, "inputs") > 0).sum() + (numpy_group_norms(out, "inputs") > 0).sum())
 
     counts = [live(model)]  # at the weights each epoch's one step starts from
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: counts.append(live(model)))
@@ -217,7 +219,7 @@ def test_logger_logs_the_group_term_and_the_live_groups():
     for loss, data, penalty in zip(history["loss"], history["data_loss"], history["penalty"]):
         assert loss == pytest.approx(data + penalty, rel=1e-5)
     np.testing.assert_allclose(history["penalty"], history["group_weight"], rtol=1e-6)
-    assert counts[0] == 5 + 2 and counts[-1] < counts[0]  # 5 input features of `hidden`, 2 units of `out`
+    assert counts[0] == 5 + 4 and counts[-1] < counts[0]  # 5 input features, 4 hidden units (rows of `out`)
     assert history["live_groups"] == counts[:-1]  # each step's count, at the weights its loss used
 
 
