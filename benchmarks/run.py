@@ -40,7 +40,9 @@ from device_check import EpochClock, devices  # noqa: E402
 BACKEND = keras.backend.backend()  # from KERAS_BACKEND, as Keras reads it
 
 LAMBDAS = dict(l1=1e-5, l2=1e-4)
-SECTIONS = ("overhead", "step", "logger", "repeated", "proximal", "schedule", "scaling", "throughput", "backend")
+SECTIONS = ("overhead", "step", "logger", "repeated", "proximal", "group", "schedule", "scaling", "throughput",
+            "backend")
+GROUP = 1e-4  # λg of the group cases, on kernels only (as `regularize` puts it)
 
 
 @dataclass
@@ -56,6 +58,10 @@ class Contender:
 def regularizers(kind):
     if kind == "none":
         return {}
+    if kind in ("group", "proximal_group"):  # the kernels' units take the group term too
+        proximal = kind == "proximal_group"
+        return dict(kernel_regularizer=kl.L1L2Plus(**LAMBDAS, group=GROUP, proximal=proximal),
+                    bias_regularizer=kl.L1L2Plus(**LAMBDAS, proximal=proximal))
     reg = {
         "keras": lambda: keras.regularizers.L1L2(**LAMBDAS),
         "plus": lambda: kl.L1L2Plus(**LAMBDAS),
@@ -72,7 +78,7 @@ def mlp(widths, kind="none", jit_compile="auto", optimizer="sgd"):
         layers.append(keras.layers.Dense(widths[-1], **regularizers(kind)))
         model = keras.Sequential(layers)
         opt = keras.optimizers.get(optimizer)
-        if kind == "proximal":
+        if kind.startswith("proximal"):
             opt = kl.ProximalOptimizer(opt)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
         return model
@@ -224,6 +230,23 @@ def proximal_case(label, make, batch, steps, epochs, rounds):
     ])
     run_case(contenders, batch, steps, epochs, rounds)
     return ratios(label, contenders, lambda name: 1.03 if "Proximal" in name else None)
+
+
+def group_case(label, make, batch, steps, epochs, rounds):
+    """The group lasso's cost against L1 alone: its term in the gradient, and the proximal group step.
+
+    Goal (CPU-time median): ≤ 1.05 for each, against the same model without the group term.
+    """
+    contenders = with_aa([
+        Contender("L1L2Plus (subgradient)", make("plus")),
+        Contender("+ group (subgradient)", make("group")),
+        Contender("proximal L1", make("proximal")),
+        Contender("proximal L1 + group", make("proximal_group")),
+    ])
+    run_case(contenders, batch, steps, epochs, rounds)
+    rows = ratios(label, contenders, lambda name: 1.05 if name == "+ group (subgradient)" else None, "cpu")
+    rows.append(ratio_row(label, "proximal L1 + group / proximal L1", contenders[4], contenders[3], 1.05, "cpu"))
+    return rows
 
 
 def schedule_case(label, make, batch, steps, epochs, rounds):
@@ -441,6 +464,15 @@ def main(argv=None):
                                   lambda kind, o=optimizer, w=widths: mlp(w, kind, optimizer=o),
                                   128, steps if small or q else 20, epochs, rounds)
     sections.append(("Proximal L1 step (ProximalOptimizer): per-step cost against the subgradient L1", rows))
+
+    rows = []
+    for widths in (mlp_widths, big) if "group" in only else ():
+        for optimizer in ("sgd", "adam"):
+            small = widths == mlp_widths
+            rows += group_case(f"MLP {'-'.join(map(str, widths))}, {optimizer}",
+                               lambda kind, o=optimizer, w=widths: mlp(w, kind, optimizer=o),
+                               128, steps if small or q else 20, epochs, rounds)
+    sections.append(("Group lasso: the term (subgradient) and the proximal group step, against L1 alone", rows))
 
     rows = []
     if "schedule" in only:

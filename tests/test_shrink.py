@@ -1,6 +1,7 @@
 """`shrink`: the small model computes what the original does, with fewer units, and says what it removed."""
 
 import importlib
+import json
 import re
 
 import keras
@@ -310,28 +311,52 @@ def test_custom_regularizers_are_left_out_of_the_small_model():
     assert all(getattr(layer, "kernel_regularizer", None) is None for layer in small.layers)
 
 
+def residual():
+    inputs = keras.Input((4,))
+    a = L.Dense(4, activation="relu", name="a")(inputs)
+    b = L.Dense(4, name="b")(a)
+    c = L.Dense(5, activation="relu", name="c")(L.Add(name="add")([a, b]))
+    model = keras.Model(inputs, L.Dense(2, name="out")(c))
+    set_layer(model.get_layer("b"), bias=[0.5, 0.1, 0.2, 0.3], zero_columns=[0])  # coupled: left whole
+    set_layer(model.get_layer("c"), bias=[0.2, 0.1, 0.3, 0.4, 0.5], zero_columns=[1, 4])  # after the Add: removed
+    return model
+
+
 @pytest.mark.slow
-def test_fresh_process_loads_the_small_model_without_keras_l1l2plus(tmp_path, fresh_python):
-    model = cnn()
-    small, report = kl.shrink(model)
-    path = tmp_path / "small.keras"
-    small.save(path)
-    x = normal(4, 8, 8, 2)
-    np.save(tmp_path / "x.npy", report.select_features(x))
-    expected = to_numpy(model(x))
+def test_fresh_process_loads_each_small_model_without_keras_l1l2plus(tmp_path, fresh_python):
+    """The MLP, the CNN, the residual model and the two-input model: saved, loaded where the package never is."""
+    cases = {"mlp": (mlp(), normal(8, 5)), "cnn": (cnn(), normal(4, 8, 8, 2)), "residual": (residual(), normal(8, 4)),
+             "two_inputs": (two_inputs(), [normal(8, 4), normal(8, 3, seed=2)])}
+    expected, params = {}, {}
+    for name, (model, x) in cases.items():
+        small, report = kl.shrink(model, x)
+        assert small.count_params() < model.count_params(), name
+        small.save(tmp_path / f"{name}.keras")
+        inputs = report.select_features(x)
+        np.savez(tmp_path / f"{name}_x.npz", *(inputs if isinstance(inputs, list) else [inputs]))
+        expected[name], params[name] = [to_numpy(o) for o in keras.tree.flatten(model(x))], small.count_params()
     out = fresh_python(
         f"""
-        import sys
+        import json, sys
         import keras, numpy as np
-        small = keras.saving.load_model({str(path)!r})
-        y = keras.ops.convert_to_numpy(small(np.load({str(tmp_path / "x.npy")!r})))
-        np.save({str(tmp_path / "y.npy")!r}, y)
+        counts = {{}}
+        for name in {list(cases)!r}:
+            small = keras.saving.load_model({str(tmp_path)!r} + f"/{{name}}.keras")
+            arrays = np.load({str(tmp_path)!r} + f"/{{name}}_x.npz")
+            x = [arrays[k] for k in sorted(arrays.files, key=lambda k: int(k.split("_")[1]))]
+            outputs = keras.tree.flatten(small(x if len(x) > 1 else x[0]))
+            np.savez({str(tmp_path)!r} + f"/{{name}}_y.npz", *[keras.ops.convert_to_numpy(o) for o in outputs])
+            counts[name] = small.count_params()
         assert not any(name.startswith("keras_l1l2plus") for name in sys.modules)
-        print(small.get_layer("c1").filters)
+        print(json.dumps(counts))
         """
     )
-    assert out.split()[-1] == "3"
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    assert json.loads(out.strip().splitlines()[-1]) == params
+    for name in cases:
+        loaded = np.load(tmp_path / f"{name}_y.npz")
+        got = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
+        for a, b in zip(got, expected[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
 
 
 def test_dict_inputs_are_selected_by_name():
