@@ -49,14 +49,14 @@ def parse_args(argv=None):
     parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True,
                         help="--cnn: BatchNormalization after the first convolution (--no-batchnorm: none)")
     parser.add_argument("--seed", type=int, default=0, help="the weights' and the shuffling's seed")
-    parser.add_argument("--fast", action="store_true", help="4 epochs: a smoke run")
+    parser.add_argument("--fast", action="store_true", help="10 epochs: a smoke run")
     args = parser.parse_args(argv)
     if args.group_weight is None:
         args.group_weight = 1e-2 if args.cnn else 3e-3
     if args.epochs is None:
         args.epochs = 40 if args.cnn else 60
     if args.fast:
-        args.epochs = 4
+        args.epochs = 10
     args.lambdas = [float(v) for v in args.lambdas.split(",")] if args.lambdas else [args.group_weight]
     return args
 
