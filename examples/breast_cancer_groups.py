@@ -158,8 +158,6 @@ def mlp(args, train, val, names):
 
     logistic, c = closest_selection(l1_logistic, np.geomspace(1e-3, 10, 40), len(ours))
 
-    import keras_l1l2plus as kl
-
     small, report = kl.shrink(model, x_val)
     x_small = report.select_features(x_val)
     small_scores = keras.ops.convert_to_numpy(small(x_small, training=False))
