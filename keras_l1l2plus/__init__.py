@@ -18,6 +18,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 (tf.k
 
 from keras_l1l2plus.apply import regularize  # noqa: E402
 from keras_l1l2plus.logger import PenaltyLogger  # noqa: E402
+from keras_l1l2plus.path import RegularizationPath, regularization_path  # noqa: E402
 from keras_l1l2plus.proximal import ProximalL1, ProximalOptimizer  # noqa: E402, F401 - ProximalL1: removed
 from keras_l1l2plus.regularizer import L1L2Plus  # noqa: E402
 from keras_l1l2plus.schedule import PenaltySchedule  # noqa: E402
@@ -32,7 +33,9 @@ __all__ = [
     "PenaltyLogger",
     "PenaltySchedule",
     "ProximalOptimizer",
+    "RegularizationPath",
     "penalty_terms",
+    "regularization_path",
     "regularize",
     "shrink",
     "write_tensorboard_layout",

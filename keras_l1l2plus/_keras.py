@@ -24,6 +24,7 @@ __all__ = [
     "flatten_results_without",
     "forward_values_escape",
     "fused_gradient_saves_memory",
+    "gradients",
     "hook_compute_loss",
     "is_running",
     "mean_gradient",
@@ -528,3 +529,37 @@ def stack_scalars(values: list) -> Any:
 
         return torch.stack(values)
     return keras.ops.stack(values)
+
+
+def gradients(loss_fn: Any, variables: list) -> list:
+    """∂loss_fn()/∂v for each variable, the backend's way, outside any train step.
+
+    Keras has no backend-neutral gradient: TensorFlow's `GradientTape`,
+    `jax.grad` of the loss as a function of the variables' values (in a
+    `keras.StatelessScope` that maps them), PyTorch's `torch.autograd.grad`.
+    A variable the loss does not reach gets zeros. Public APIs of each
+    backend; used once per path, not in a train step.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)
+    elif backend == "jax":
+        import jax
+
+        def of_values(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn()
+
+        grads = jax.grad(of_values)([v.value for v in variables])
+    elif backend == "torch":
+        import torch
+
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
+    else:  # pragma: no cover - a backend Keras may add
+        raise NotImplementedError(f"gradients: the {backend} backend")
+    return [keras.ops.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]

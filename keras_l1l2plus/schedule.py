@@ -51,7 +51,7 @@ from keras_l1l2plus.roles import role as variable_role
 from keras_l1l2plus.steps import retrace
 from keras_l1l2plus.terms import LAMBDA_NAMES
 
-__all__ = ["PenaltySchedule", "lambda_variables"]
+__all__ = ["PenaltySchedule", "lambda_variables", "term_regularizers"]
 
 Schedule = Union[float, keras.optimizers.schedules.LearningRateSchedule, Callable[[int], float]]
 
@@ -65,7 +65,7 @@ def lambda_variables(model: Any) -> dict[str, Factor]:
     return {
         term: entry
         for term, entry in state["entries"].items()
-        if any(r.factor(term.split("_")[0]) is entry for r in _term_regularizers(model, term))
+        if any(r.factor(term.split("_")[0]) is entry for r in term_regularizers(model, term))
     }
 
 
@@ -97,7 +97,7 @@ def _role_regularizers(model: Any, role: str, warn: bool = False) -> list[L1L2Pl
     return list(found.values())
 
 
-def _term_regularizers(model: Any, term: str, warn: bool = False) -> list[L1L2Plus]:
+def term_regularizers(model: Any, term: str, warn: bool = False) -> list[L1L2Plus]:
     """The `L1L2Plus` a schedule of `term` sets: every one of its role; for a group term, those with one
     (a group term needs its `groups`, which only `regularize` or the user chose)."""
     kind, role = term.split("_")
@@ -117,7 +117,7 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     """
     regularizers = {}
     for term in terms:
-        regularizers[term] = _term_regularizers(model, term, warn=True)
+        regularizers[term] = term_regularizers(model, term, warn=True)
         if not regularizers[term]:
             what = "with a group term" if term.startswith("group") else "regularizer"
             raise ValueError(

@@ -16,7 +16,7 @@ FLOORS = [
     {"apply", "schedule", "tensorboard_layout", "logger.metric"},  # regularize; λ schedules; the logger's metric
     {"logger.attachment"},  # the logger's state machine
     {"logger.callback"},  # PenaltyLogger
-    {"logger"},  # the wing's public name
+    {"logger", "path"},  # the wing's public name; the regularization path (fits with a schedule and a logger)
     {""},  # keras_l1l2plus: the public names
 ]
 

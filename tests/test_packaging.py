@@ -25,11 +25,11 @@ def test_import_without_the_backend_names_the_extras():
 def test_version_and_public_names():
     assert kl.__version__ == "0.4.0"
     assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "PenaltySchedule", "ProximalOptimizer",
-                               "penalty_terms", "shrink",
+                               "penalty_terms", "shrink", "RegularizationPath", "regularization_path",
                                "regularize", "write_tensorboard_layout", "__version__"}
 
 
-@pytest.mark.parametrize("module", ["apply", "proximal", "regularizer", "schedule", "shrink", "tensorboard_layout", "terms"])
+@pytest.mark.parametrize("module", ["apply", "path", "proximal", "regularizer", "schedule", "shrink", "tensorboard_layout", "terms"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

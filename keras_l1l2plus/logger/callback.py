@@ -151,7 +151,7 @@ class PenaltyLogger(keras.callbacks.Callback):
         ):
             warnings.warn(
                 "PenaltyLogger: the model has proximal L1L2Plus regularizers but its optimizer is "
-                "not a ProximalOptimizer, so their L1 term does not act on training. Compile with "
+                "not a ProximalOptimizer, so their L1 and group terms do not act on training. Compile with "
                 "optimizer=keras_l1l2plus.ProximalOptimizer(<your optimizer>).",
                 stacklevel=3,
             )
