@@ -6,8 +6,10 @@ fixed, as `l1_ratio` fixes scikit-learn's), λ runs over a geometric grid
 
     λ_k = λ_max · eps^(k/(n−1)),   k = 0 … n−1
 
-and each λ's training starts from the weights (and optimizer state) the
-previous λ ended with. Every λ is recorded (the data losses, the compiled
+(λ_max·(1 + 10⁻⁵) in fact: at λ_max itself one weight sits on the
+threshold, and float32 rounding in the step can tip it off 0), and each
+λ's training starts from the weights (and optimizer state) the previous λ
+ended with. Every λ is recorded (the data losses, the compiled
 metrics, each penalty term, the exact zeros, the live groups, the epochs
 and seconds it took), its weights kept, and a λ is chosen on validation
 data: the minimum, or the largest λ within one standard error of it
@@ -59,6 +61,9 @@ __all__ = ["RegularizationPath", "from_sklearn", "lambda_max", "regularization_p
 
 DIRECTIONS = ("decreasing", "increasing")
 RULES = ("min", "1se")
+# The "auto" grid starts a hair above λ_max: at λ_max itself the largest data gradient equals the threshold, and
+# float32 rounding in the train step can tip that weight off 0.
+_MARGIN = 1e-5
 _SPARSE_KINDS = ("l1", "group")  # the kinds whose λ_max is defined (L2 never makes a weight 0)
 
 
@@ -503,7 +508,8 @@ def _grid(lambdas: Any, lam_max: float | None, n_lambdas: int, eps: float, direc
                 f"regularization_path: λ_max is {lam_max!r}: the data loss's gradient is 0 at zero weights, so "
                 'every λ keeps them at 0. Give `lambdas` explicitly instead of "auto".'
             )
-        grid = [lam_max * eps ** (k / (n_lambdas - 1)) for k in range(n_lambdas)] if n_lambdas > 1 else [lam_max]
+        top = lam_max * (1 + _MARGIN)
+        grid = [top * eps ** (k / (n_lambdas - 1)) for k in range(n_lambdas)] if n_lambdas > 1 else [top]
         return grid if direction == "decreasing" else grid[::-1]
     if not isinstance(lambdas, Sequence) and not isinstance(lambdas, np.ndarray):
         raise ValueError(
@@ -575,7 +581,7 @@ def regularization_path(
     >>> import keras, numpy as np, keras_l1l2plus as kl
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(100, 5)).astype("float32"); y = x[:, :2].sum(1, keepdims=True)
-    >>> model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False)])
+    >>> model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
     >>> model = kl.regularize(model, l1_weight=0.1, proximal_weight=True)
     >>> model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
     >>> path = kl.regularization_path(model, x, y, n_lambdas=5, epochs=20, batch_size=100, verbose=0)
