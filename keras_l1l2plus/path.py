@@ -668,7 +668,8 @@ def regularization_path(
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     start_weights = [np.array(w) for w in model.get_weights()]
-    start_optimizer = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    # By variable: a ProximalOptimizer adds a copy of the λ vector when a schedule first sets a proximal λ.
+    start_optimizer = [(v, ops.convert_to_numpy(v)) for v in model.optimizer.variables]
     run = dict(
         epochs=int(epochs),
         patience=patience,
@@ -716,7 +717,8 @@ def regularization_path(
 
 
 def _reset(model: Any, values: list) -> None:
-    for variable, value in zip(model.optimizer.variables, values):
+    """The optimizer's variables back to `values` (`(variable, value)` pairs taken before the path)."""
+    for variable, value in values:
         variable.assign(value)
 
 
