@@ -6,7 +6,7 @@ from textwrap import dedent
 import keras
 import numpy as np
 import pytest
-from backends import custom_loop, dtype_name, slow_on, steps_per_execution, to_numpy, value_and_grad
+from backends import custom_loop, dtype_name, steps_per_execution, to_numpy, value_and_grad
 
 import keras_l1l2plus as kl
 from keras_l1l2plus import L1L2Plus
@@ -14,7 +14,6 @@ from keras_l1l2plus.proximal import group_scale
 from keras_l1l2plus.regularizer import group_axes
 
 L = keras.layers
-FIT_MANY_STEPS = slow_on("jax")  # thousands of full-batch steps through `fit` (see test_proximal.py)
 
 
 def numpy_group_norms(w, groups):
@@ -420,7 +419,6 @@ def feature_selection_model(p, k):
     return model
 
 
-@FIT_MANY_STEPS
 @pytest.mark.parametrize("loop", ["fit", "custom"])
 def test_proximal_sgd_reaches_multitask_lassos_solution(loop):
     from sklearn.linear_model import MultiTaskLasso
