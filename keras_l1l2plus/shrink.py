@@ -10,8 +10,13 @@ shape (in, out) or a Conv kernel of shape (*taps, in, out):
     unread unit j   every layer that reads it has its rows W_next[..., j, :]
                     exactly 0 (on the readers' kept units): nothing reads it
 
-Either is removed: the producer's column and bias entry, and the readers'
-rows. A dead unit's constant is folded into each reader's bias,
+    cut unit j      every way from it to its readers passes a BatchNormalization
+                    whose γ_j is exactly 0: what they read is that layer's β_j
+                    (through what follows), whatever the unit computes; the
+                    group lasso on γ (network slimming) makes such channels
+
+Any of them is removed: the producer's column and bias entry, and the
+readers' rows. A dead unit's constant is folded into each reader's bias,
 
     b_next += Σ_j c_j · Σ_taps W_next[taps, j, :]
 
@@ -420,6 +425,12 @@ def _tree(graph: _Graph, root: tuple) -> tuple[Any, str | None]:
     return (passes, readers), None
 
 
+def _bn_gamma(layer: Any) -> np.ndarray | None:
+    """A BatchNormalization's γ (None when it has no scale)."""
+    gamma = getattr(layer, "gamma", None)
+    return None if gamma is None else ops.convert_to_numpy(gamma).astype("float64")
+
+
 def _kernel(layer: Any) -> np.ndarray:
     return ops.convert_to_numpy(layer.kernel).astype("float64")
 
@@ -548,10 +559,16 @@ class _Plan:
         maps = {root: np.broadcast_to(constant, shape).astype(graph.dtype[root])}
         features = {root: np.arange(units)[None, :]}
         foldable = np.isfinite(constant)
+        depends = {root: np.ones(units, bool)}  # whether a unit's value at that tensor depends on its producer's
         for name, kind, in_ref, out_ref in passes:
             out = ops.convert_to_numpy(graph.layer[name](ops.convert_to_tensor(maps[in_ref])))
             maps[out_ref] = out
             index = features[in_ref]
+            depends[out_ref] = depends[in_ref]
+            if kind == "batchnorm":  # a channel with γ = 0 is β whatever comes in: its unit is a constant after
+                gamma = _bn_gamma(graph.layer[name])
+                if gamma is not None:
+                    depends[out_ref] = depends[in_ref] & ~np.all(gamma[index] == 0, axis=0)
             if kind == "flatten":
                 width = maps[in_ref].shape[-1]
                 positions = int(np.prod(maps[in_ref].shape[1:-1]))
@@ -564,6 +581,11 @@ class _Plan:
             foldable &= np.all(same[features[ref]], axis=0)
             values[ref] = flat[0]
         unread = np.ones(units, bool)
+        cut = np.ones(units, bool)  # units that no reader's input depends on (a γ = 0 on every way there)
+        for _, in_ref in readers:
+            cut &= ~depends[in_ref]
+        if readers:
+            dead = dead | cut
         for name, in_ref in readers:
             layer = graph.layer[name]
             kernel = _kernel(layer)

@@ -369,3 +369,26 @@ def test_dict_inputs_are_selected_by_name():
     x = {"a": normal(8, 3), "b": normal(8, 2, seed=2)}
     np.testing.assert_array_equal(report.select_features(x)["a"], x["a"][:, [0, 2]])
     assert_same_outputs(model, small, report, x)
+
+
+def test_a_batchnorm_channel_with_zero_gamma_cuts_its_unit_whatever_the_kernel():
+    """Network slimming: γ_j = 0 makes channel j the constant β_j, folded into the next layer's bias."""
+    inputs = keras.Input((8, 8, 2))
+    x = L.Conv2D(4, 3, name="c1")(inputs)  # every filter live
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU()(x)
+    x = L.Conv2D(3, 2, name="c2")(x)  # "valid": a constant input channel folds exactly
+    x = L.Flatten()(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    bn = model.get_layer("bn")
+    bn.set_weights([np.array([1.2, 0.0, 0.7, 0.0], "float32"), np.array([0.1, 0.5, -0.2, -0.3], "float32"),
+                    np.array([0.3, 0.1, -0.2, 0.4], "float32"), np.array([1.5, 0.5, 2.0, 1.0], "float32")])
+    x_data = normal(16, 8, 8, 2)
+    small, report = kl.shrink(model, x_data)
+    assert row(report, "c1").removed.tolist() == [1, 3]  # relu(0.5) = 0.5 folded; relu(−0.3) = 0
+    assert small.get_layer("bn").get_weights()[0].tolist() == pytest.approx([1.2, 0.7])
+    # The fold: c2's bias gains Σ_taps relu(β_1)·K2[taps, 1, :] (channel 3's constant is 0).
+    k2 = to_numpy(model.get_layer("c2").kernel)
+    expected_bias = to_numpy(model.get_layer("c2").bias) + 0.5 * k2[:, :, 1, :].sum(axis=(0, 1))
+    np.testing.assert_allclose(to_numpy(small.get_layer("c2").bias), expected_bias, rtol=1e-6)
+    assert_same_outputs(model, small, report, x_data)
