@@ -20,7 +20,9 @@ control trained without the group term.
   group term on the convolutions' filters. `--no-batchnorm` drops the
   BatchNormalization: the filters of a convolution that a BatchNormalization
   follows do not reach 0 (it divides them by their own scale, so the data
-  loss pushes back as they shrink); without it they do.
+  loss pushes back as they shrink); without it they do. `--slim` puts the
+  group term on BatchNormalization's γ as well (each entry its own group:
+  network slimming): a channel whose γ reaches 0 is cut by `shrink`.
 
 `--lambdas 1e-3,3e-3,1e-2` sweeps λ: a row per λ with the test accuracy,
 the parameters kept and the hidden widths, the trade-off curve.
@@ -48,6 +50,9 @@ def parse_args(argv=None):
     parser.add_argument("--cnn", action="store_true", help="the convolutional model instead of the MLP")
     parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True,
                         help="--cnn: BatchNormalization after the first convolution (--no-batchnorm: none)")
+    parser.add_argument("--slim", action="store_true",
+                        help="--cnn: the group term on BatchNormalization's γ too (network slimming: a channel "
+                             "with γ = 0 is cut by shrink)")
     parser.add_argument("--seed", type=int, default=0, help="the weights' and the shuffling's seed")
     parser.add_argument("--fast", action="store_true", help="10 epochs: a smoke run")
     args = parser.parse_args(argv)
@@ -111,7 +116,7 @@ def train(args, group_weight, data):
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.cnn, args.batchnorm)
     kl.regularize(model, l2_weight=args.l2_weight, group_weight=group_weight, groups="units",
-                  proximal_weight=True, exclude="output")
+                  proximal_weight=True, exclude="output", normalization=args.slim)
     optimizer = keras.optimizers.Adam(args.learning_rate)
     if group_weight:
         optimizer = kl.ProximalOptimizer(optimizer)  # the block soft thresholding after each Adam step
