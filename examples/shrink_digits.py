@@ -177,6 +177,30 @@ def run_one(args, group_weight, data, control_accuracy, verbose):
     return row
 
 
+def showcase(fast: bool = False) -> dict:
+    """The default MLP, trained with the group term and without, and shrunk: for `benchmarks/shrink_inference.py`."""
+    import keras_l1l2plus as kl
+
+    args = parse_args(["--fast"] if fast else [])
+    load_keras()
+    data = load_data()
+    (_, _), (x_test, y_test) = data
+    _, control_accuracy = train(args, 0.0, data)
+    model, accuracy_original = train(args, args.group_weight, data)
+    small, report = kl.shrink(model, x_test)
+    return {
+        "original": model,
+        "small": small,
+        "report": report,
+        "accuracy_original": accuracy_original,
+        "accuracy_small": accuracy(small, report.select_features(x_test), y_test),
+        "accuracy_control": control_accuracy,
+        "description": f"digits MLP 64-256-128-10, λg = {args.group_weight:g} on the hidden units, λ2w = "
+        f"{args.l2_weight:g}, {args.epochs} epochs of Adam({args.learning_rate:g}), seed {args.seed}; hidden "
+        f"widths {show_widths(widths(report), 0)} → {show_widths(widths(report), 1)}",
+    }
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)  # before Keras loads: --help answers at once
     keras = load_keras()
