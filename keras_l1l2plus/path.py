@@ -570,11 +570,12 @@ def regularization_path(
 ) -> RegularizationPath:
     """Trains `model` along a grid of λs, each warm-started from the last, and records every point.
 
-    The moving λs (`terms`) are set by a `PenaltySchedule` at each point
-    (`λ_term = λ·ratio`), so every point runs the same traced train step;
-    each point is a `fit` of `epochs` epochs (or fewer, with `patience`),
-    with a `PenaltyLogger`, from the weights and optimizer state the previous
-    point ended with. See `keras_l1l2plus.path` for λ_max and the grid.
+    The moving λs (`terms`) are set by a `PenaltySchedule` (`λ_term =
+    λ·ratio`), so every point runs the same traced train step. The whole
+    path is one `fit`: each λ has a stage of `epochs` epochs (or fewer, with
+    `patience`), starting from the weights and optimizer state the previous
+    stage ended with, and is recorded when its stage ends; a `PenaltyLogger`
+    logs the terms. See `keras_l1l2plus.path` for λ_max and the grid.
 
     Example:
 
@@ -606,10 +607,12 @@ def regularization_path(
             smallest λ up: from the dense model to the sparse one, as LassoNet
             does; what a network with several regularized layers needs).
         epochs: epochs per λ (the budget).
-        patience: with it, `EarlyStopping(monitor, patience,
-            restore_best_weights=True)` ends a λ early.
+        patience: with it, a λ's stage ends when the monitored value has not
+            improved for `patience` epochs, and its best weights are put back
+            (as `EarlyStopping(restore_best_weights=True)` would).
         batch_size, validation_data, validation_split, callbacks, **fit_kwargs:
-            passed to every `fit`.
+            passed to the `fit` (a callback sees the whole path as one fit
+            of up to `len(lambdas)·epochs` epochs).
         cv: k ≥ 2: k folds of (x, y) (contiguous, as scikit-learn's `KFold`
             without shuffling), each a path from the same starting weights
             over the same grid, validated on its fold; `best` then chooses by
@@ -722,48 +725,101 @@ def _reset(model: Any, values: list) -> None:
         variable.assign(value)
 
 
+class _Stages(keras.callbacks.Callback):
+    """Drives one `fit` along the grid: λ `k` for its stage of epochs, recorded when the stage ends.
+
+    A stage ends after `epochs` epochs, or, with `patience`, when the
+    monitored value has not improved for `patience` epochs (the stage's best
+    weights are then put back, as `EarlyStopping(restore_best_weights=True)`
+    does); the last stage stops the fit. The λs themselves are written by a
+    `PenaltySchedule` whose per-epoch function reads `lam`.
+    """
+
+    def __init__(self, path: RegularizationPath, grid: list[float], log_dir: Path | None, run: dict):
+        super().__init__()
+        self.path, self.grid, self.log_dir, self.run = path, grid, log_dir, run
+        self.stage = 0
+        self._begin_stage()
+
+    @property
+    def lam(self) -> float:
+        return self.grid[self.stage]
+
+    def _begin_stage(self) -> None:
+        self.epochs = 0
+        self.best, self.best_weights, self.best_logs, self.waited = math.inf, None, None, 0
+        self.began = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epochs == 0 and self.stage and self.run["reset_optimizer"]:
+            _keras.synced_model(self)  # on JAX: the next step takes its state from the variables assigned here
+            _reset(self.path.model, self.run["start_optimizer"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        self.epochs += 1
+        model = _keras.synced_model(self)
+        patience = self.run["patience"]
+        done = self.epochs >= self.run["epochs"]
+        if patience is not None:
+            value = logs.get(self.path.monitor, math.nan)
+            if value < self.best:
+                self.best, self.best_weights, self.waited = value, model.get_weights(), 0
+                self.best_logs = logs
+            else:
+                self.waited += 1
+            if self.waited >= patience or done:
+                done = True
+                if self.best_weights is not None:
+                    model.set_weights(self.best_weights)
+                    logs = self.best_logs
+        if done:
+            self._record(logs)
+            if self.stage + 1 == len(self.grid):
+                model.stop_training = True
+            else:
+                self.stage += 1
+                self._begin_stage()
+
+    def _record(self, logs: dict) -> None:
+        path, lam = self.path, self.lam
+        seconds = time.perf_counter() - self.began
+        values = {term: lam * ratio for term, ratio in path.terms.items()}
+        record = {"lambda": lam, **{f"lambda_{t}": v for t, v in values.items()}}
+        record.update({key: float(value) for key, value in logs.items() if not key.startswith("lambda_")})
+        record.update(_zeros_and_groups(path.model, path.terms))
+        record.update(epochs=self.epochs, seconds=seconds)
+        path._add(lam, record)
+        if self.log_dir is not None:
+            path._write_tensorboard(self.log_dir, len(path) - 1)
+        if self.run["verbose"]:
+            shown = record.get(path.monitor, math.nan)
+            groups = f", live_groups {int(record['live_groups'])}" if "live_groups" in record else ""
+            print(
+                f"λ {len(path)}/{len(self.grid)}: λ={lam:.4g}, {path.monitor} {shown:.4g}, "
+                f"zeros_weight {record['zeros_weight']:.3f}{groups}, {self.epochs} epochs, {seconds:.1f} s"
+            )
+
+
 def _walk(path: RegularizationPath, grid: list[float], x, y, validation_data, validation_split, log_dir, run) -> None:
-    """Trains `path.model` at each λ of `grid`, in order, recording each into `path`."""
+    """Trains `path.model` along `grid` in one `fit` (see `_Stages`), recording each λ into `path`."""
     model = path.model
+    stages = _Stages(path, grid, log_dir, run)
+    schedule = PenaltySchedule(
+        **{term: (lambda epoch, ratio=ratio: stages.lam * ratio) for term, ratio in path.terms.items()}
+    )
     try:
-        for i, lam in enumerate(grid):
-            if run["reset_optimizer"] and i:
-                _reset(model, run["start_optimizer"])
-            values = {term: lam * ratio for term, ratio in path.terms.items()}
-            callbacks = [PenaltySchedule(**values), PenaltyLogger(), *run["callbacks"]]
-            if run["patience"] is not None:
-                callbacks.append(
-                    keras.callbacks.EarlyStopping(
-                        monitor=path.monitor, patience=run["patience"], restore_best_weights=True
-                    )
-                )
-            began = time.perf_counter()
-            history = model.fit(
-                x,
-                y,
-                batch_size=run["batch_size"],
-                epochs=run["epochs"],
-                validation_data=validation_data,
-                validation_split=validation_split,
-                verbose=2 if run["verbose"] == 2 else 0,
-                callbacks=callbacks,
-                **run["fit_kwargs"],
-            ).history
-            seconds = time.perf_counter() - began
-            record = {"lambda": lam, **{f"lambda_{t}": v for t, v in values.items()}}
-            record.update({key: float(series[-1]) for key, series in history.items() if not key.startswith("lambda_")})
-            record.update(_zeros_and_groups(model, path.terms))
-            record.update(epochs=len(next(iter(history.values()), [])), seconds=seconds)
-            path._add(lam, record)
-            if log_dir is not None:
-                path._write_tensorboard(log_dir, i)
-            if run["verbose"]:
-                shown = record.get(path.monitor, math.nan)
-                groups = f", live_groups {int(record['live_groups'])}" if "live_groups" in record else ""
-                print(
-                    f"λ {i + 1}/{len(grid)}: λ={lam:.4g}, {path.monitor} {shown:.4g}, "
-                    f"zeros_weight {record['zeros_weight']:.3f}{groups}, {record['epochs']} epochs, {seconds:.1f} s"
-                )
+        model.fit(
+            x,
+            y,
+            batch_size=run["batch_size"],
+            epochs=len(grid) * run["epochs"],
+            validation_data=validation_data,
+            validation_split=validation_split,
+            verbose=2 if run["verbose"] == 2 else 0,
+            callbacks=[stages, schedule, PenaltyLogger(), *run["callbacks"]],
+            **run["fit_kwargs"],
+        )
     except BaseException as error:
         error.regularization_path = path
         if hasattr(error, "add_note"):

@@ -216,11 +216,8 @@ def test_an_interrupted_path_keeps_the_lambdas_done():
     model = linear(x, 0.1, l1_weight=1.0)
 
     class Stop(keras.callbacks.Callback):
-        fits = 0
-
-        def on_train_begin(self, logs=None):
-            Stop.fits += 1
-            if Stop.fits == 3:
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:  # one epoch per λ: the third λ's
                 raise RuntimeError("stopped at the third λ")
 
     with pytest.raises(RuntimeError, match="third") as caught:
@@ -282,3 +279,20 @@ def test_backend_gradient_of_the_data_loss():
     y3 = np.tile(y, (1, 3)) * np.array([1.0, -2.0, 0.5], "float32")
     g = x.astype("float64").T @ y3 / len(x)  # −∂/∂W at W = 0
     assert lambda_max(model, x, y3) == pytest.approx(np.linalg.norm(g, axis=1).max(), rel=1e-5)
+
+
+def test_patience_ends_a_stage_at_its_best_epoch():
+    x, y = regression(n=64)
+    validation = regression(n=64, seed=5)
+    model = linear(x, 0.5 * lipschitz(x), l1_weight=1.0)
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs["val_data_loss"]))
+    path = regularization_path(model, x, y, lambdas=[0.3, 0.05, 0.01], epochs=60, patience=2, batch_size=64,
+                               validation_data=validation, callbacks=[record], verbose=0)
+    assert sum(r["epochs"] for r in path.records) == len(seen)  # one fit, the stages one after the other
+    start = 0
+    for r in path.records:
+        stage = seen[start:start + r["epochs"]]
+        start += r["epochs"]
+        assert r["val_data_loss"] == pytest.approx(min(stage), rel=1e-6)  # the stage's best, put back
+    assert any(r["epochs"] < 60 for r in path.records)  # patience ended some stage early
