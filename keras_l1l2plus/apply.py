@@ -132,6 +132,10 @@ def regularize(
             (Scardapane et al., "Group sparse regularization for deep
             neural networks", 2017), which removes input features and
             hidden units and never a model output; other weights by units.
+            A transposed convolution's kernel is (*taps, filters, inputs):
+            its axes are swapped accordingly. Other weights are grouped by
+            their last axis under "units" (an Embedding's dimensions, an
+            LSTM's gate units, a DepthwiseConv2D's multiplier channels).
     Returns:
         `model`, regularized in place.
     """
@@ -162,11 +166,17 @@ def regularize(
             l1, l2, prox = l1_bias, l2_bias, proximal_bias
         else:
             l1, l2, prox = l1_weight, l2_weight, proximal_weight
-            kernel = attribute in ("kernel", "kernel_regularizer")
+            # The kernel: the variable `kernel` of a layer whose attribute is `kernel_regularizer` (a
+            # DepthwiseConv2D's `kernel` is saved as `depthwise_regularizer`: not a kernel here, so the
+            # variable and the attribute that saves it agree).
+            saved_as_kernel = hasattr(layer, "kernel_regularizer")
+            kernel = attribute == "kernel_regularizer" or (attribute == "kernel" and saved_as_kernel)
             if groups == "units" or (groups == "both" and not kernel):
                 group = group_weight
             elif kernel and (groups == "both" or id(layer) in readers):
                 group, kind = group_weight, "inputs"
+            if group and kernel and isinstance(layer, _TRANSPOSED):  # kernel (*taps, filters, in): axes swapped
+                kind = "inputs" if kind == "units" else "units"
         if not (l1 or l2 or group):
             return None
         return L1L2Plus(l1=l1, l2=l2, zero_grad=zero_grad, proximal=prox, group=group, groups=kind)
@@ -219,11 +229,29 @@ def regularize(
 
 
 GROUP_CHOICES = ("units", "inputs", "both")
+_TRANSPOSED = tuple(
+    cls
+    for cls in (getattr(keras.layers, n, None) for n in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"))
+    if cls is not None
+)
+
+
+def _per_feature(layer: Any) -> bool:
+    """Whether `layer` maps each input feature to the same feature alone (so a row still reads one feature):
+    layers without weights, and `Normalization` / `BatchNormalization` over the last axis."""
+    if not layer.weights:
+        return True
+    axis = getattr(layer, "axis", None)
+    last = axis in (-1, None) or (isinstance(axis, (list, tuple)) and tuple(axis) in ((-1,),))
+    if isinstance(layer, keras.layers.Normalization):
+        return last
+    return isinstance(layer, keras.layers.BatchNormalization) and last
 
 
 def feature_readers(model: Any) -> set[int]:
     """The ids of the layers whose kernel reads `model`'s input features: a model input, directly or
-    through layers without variables that keep its shape (`Dropout`, `GaussianNoise`, `Activation`, ...)."""
+    through layers that keep each feature apart and the shape (`Dropout`, `GaussianNoise`, `Activation`,
+    `Normalization`, `BatchNormalization`, ...). A `ValueError` if no kernel reads them so."""
     inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
     if not inputs:
         raise ValueError(
@@ -234,6 +262,7 @@ def feature_readers(model: Any) -> set[int]:
         )
     feature_tensors = {id(tensor) for tensor in inputs}
     readers: set[int] = set()
+    stops = []
     for layer in model.layers:
         try:
             layer_inputs = keras.tree.flatten(layer.input)
@@ -242,10 +271,21 @@ def feature_readers(model: Any) -> set[int]:
             continue
         if not any(id(tensor) in feature_tensors for tensor in layer_inputs):
             continue
-        if layer.weights:
+        kernel = getattr(layer, "kernel", None)
+        same_shape = len(layer_inputs) == 1 and tuple(layer_inputs[0].shape) == tuple(layer_output.shape)
+        if kernel is not None and len(kernel.shape) >= 2 and len(layer_inputs) == 1:
             readers.add(id(layer))
-        elif len(layer_inputs) == 1 and tuple(layer_inputs[0].shape) == tuple(layer_output.shape):
+        elif same_shape and _per_feature(layer):
             feature_tensors.add(id(layer_output))
+        else:
+            stops.append(f"{layer.name} ({type(layer).__name__})")
+    if not readers:
+        raise ValueError(
+            'Invalid value for argument `groups`: "inputs" groups the rows of the kernels that read the '
+            "model's input features, and none does here: the inputs reach "
+            f"{', '.join(stops) or 'no layer'} first, which mixes or reshapes the features. Pass "
+            'groups="both" (every kernel\'s rows) or "units". Received: groups=\'inputs\''
+        )
     return readers
 
 

@@ -22,14 +22,16 @@ regularize may stay exactly 0 (the first-order condition at w = 0 of
     per entry (L1 only)           |g_i| ≤ λ·a
     per group (group, sparse group) ‖S(g_g, λ·a)‖₂ ≤ λ·c      (S: soft thresholding)
 
-computed from the data loss's gradient at those weights set to 0 (the
-other weights as they are), over the training data. For the lasso it is
-scikit-learn's `‖Xᵀy‖∞/n` (with the loss `½·(y − ŷ)²`). For a network with
-several regularized layers the all-zero point is a saddle of the data loss
-(nothing reaches a zeroed layer's inputs), so λ_max is exact in that sense
-only, and a path that starts there from zero weights cannot leave them:
-walk such paths with `direction="increasing"` (from the dense model to the
-sparse one, as LassoNet does).
+computed from the data loss's gradient over the training data, each
+regularized variable set to 0 in turn with the others as they are, and
+the largest of the variables' λs taken. For the lasso (one variable) it
+is scikit-learn's `‖Xᵀy‖∞/n` (with the loss `½·(y − ŷ)²`). For a network
+with several regularized layers it is the λ above which any one layer,
+alone, would go to 0 from the current weights; all of them at 0 at once
+is a saddle of the data loss (nothing reaches a zeroed layer's inputs,
+the gradient there is 0), which a path cannot leave once there: walk such
+paths with `direction="increasing"` (from the dense model to the sparse
+one, as LassoNet does).
 
 The λs are those of `PenaltySchedule` (entries of the model's λ vector),
 so the whole path runs on one traced train step.
@@ -42,6 +44,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -62,7 +65,7 @@ __all__ = ["RegularizationPath", "from_sklearn", "lambda_max", "regularization_p
 DIRECTIONS = ("decreasing", "increasing")
 RULES = ("min", "1se")
 # The "auto" grid starts a hair above λ_max: at λ_max itself the largest data gradient equals the threshold, and
-# float32 rounding in the train step can tip that weight off 0.
+# float32 rounding in the train step can tip that weight off 0 (1e-2 under a float16 or bfloat16 compute policy).
 _MARGIN = 1e-5
 _SPARSE_KINDS = ("l1", "group")  # the kinds whose λ_max is defined (L2 never makes a weight 0)
 
@@ -227,8 +230,9 @@ def lambda_max(model: keras.Model, x: Any, y: Any = None, *, terms: Any = None, 
 
     See the module docstring: for an L1 term, `max |g_i| / a`; for a group
     term, `max_g ‖g_g‖ / c`; for both, per group the λ with
-    `‖S(g_g, λ·a)‖ = λ·c`; g the data loss's gradient over `(x, y)` at those
-    weights set to 0 (restored after), a and c the terms' ratios.
+    `‖S(g_g, λ·a)‖ = λ·c`; g the data loss's gradient over `(x, y)` at each
+    such variable set to 0 in turn (restored after), a and c the terms'
+    ratios; the largest over the variables.
 
     Args:
         model: a compiled Keras model with `L1L2Plus` regularizers.
@@ -244,14 +248,14 @@ def lambda_max(model: keras.Model, x: Any, y: Any = None, *, terms: Any = None, 
             f"Moving terms: {sorted(ratios)}. Give `lambdas` explicitly, or move an l1_* or group_* term."
         )
     variables = [t[0] for t in targets]
-    saved = [ops.convert_to_numpy(v) for v in variables]
-    try:
-        for v in variables:
-            v.assign(ops.zeros(v.shape, v.dtype))
-        grads = _data_loss_gradients(model, x, y, variables, batch_size)
-    finally:
-        for v, value in zip(variables, saved):
-            v.assign(value)
+    grads = []
+    for variable in variables:  # each alone at 0, the others as they are (see the module docstring)
+        saved = ops.convert_to_numpy(variable)
+        try:
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
+            grads.append(_data_loss_gradients(model, x, y, [variable], batch_size)[0])
+        finally:
+            variable.assign(saved)
     best = 0.0
     for (_, a, c, groups), g in zip(targets, grads):
         if not c:
@@ -327,6 +331,10 @@ class RegularizationPath:
             raise ValueError("This RegularizationPath has no λ yet.")
         if rule is not None:
             return self._chosen(rule)
+        if lam is None:
+            raise ValueError(
+                'Give a λ or a rule: path.index(0.01), path.model_at(rule="min"). Received: lam=None, rule=None'
+            )
         lam = validate_penalty(lam, "lam")
         return int(np.argmin([abs(math.log(max(v, 1e-300)) - math.log(max(lam, 1e-300))) for v in self.lambdas]))
 
@@ -508,7 +516,8 @@ def _grid(lambdas: Any, lam_max: float | None, n_lambdas: int, eps: float, direc
                 f"regularization_path: λ_max is {lam_max!r}: the data loss's gradient is 0 at zero weights, so "
                 'every λ keeps them at 0. Give `lambdas` explicitly instead of "auto".'
             )
-        top = lam_max * (1 + _MARGIN)
+        narrow = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
+        top = lam_max * (1 + (1e-2 if narrow else _MARGIN))
         grid = [top * eps ** (k / (n_lambdas - 1)) for k in range(n_lambdas)] if n_lambdas > 1 else [top]
         return grid if direction == "decreasing" else grid[::-1]
     if not isinstance(lambdas, Sequence) and not isinstance(lambdas, np.ndarray):
@@ -557,6 +566,7 @@ def regularization_path(
     direction: str = "decreasing",
     epochs: int = 10,
     patience: int | None = None,
+    tol: float | None = None,
     batch_size: int | None = None,
     validation_data: Any = None,
     validation_split: float = 0.0,
@@ -610,6 +620,9 @@ def regularization_path(
         patience: with it, a λ's stage ends when the monitored value has not
             improved for `patience` epochs, and its best weights are put back
             (as `EarlyStopping(restore_best_weights=True)` would).
+        tol: with it, a λ's stage also ends when the training `loss` fell by
+            less than `tol` (relative) over its last epoch: converged, as
+            scikit-learn's `tol` ends its coordinate descent.
         batch_size, validation_data, validation_split, callbacks, **fit_kwargs:
             passed to the `fit` (a callback sees the whole path as one fit
             of up to `len(lambdas)·epochs` epochs).
@@ -628,8 +641,12 @@ def regularization_path(
         verbose: 0 silent, 1 one line per λ, 2 that and `fit`'s own lines.
 
     Returns:
-        A `RegularizationPath`. If a λ's training raises, the exception
-        carries the path of the λs done so far as `error.regularization_path`.
+        A `RegularizationPath`. The model is left as the path ends: the last
+        λ's weights, its λs scheduled (a later `fit` trains with them; the
+        saved config holds them); `path.best()` or `path.model_at(λ)` give
+        another point as a new model. If a λ's training raises, the
+        exception carries the path of the λs done so far as
+        `error.regularization_path`.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -651,6 +668,14 @@ def regularization_path(
     if cv is not None and (isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2):
         raise ValueError(f"Invalid value for argument `cv`: expected None or an int ≥ 2. Received: cv={cv!r}")
     reset_optimizer = validate_flag(reset_optimizer, "reset_optimizer")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0):
+        raise ValueError(f"Invalid value for argument `tol`: expected None or a float ≥ 0. Received: tol={tol!r}")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 1
+    ):
+        raise ValueError(
+            f"Invalid value for argument `patience`: expected None or an int ≥ 1. Received: patience={patience!r}"
+        )
     if model.optimizer is None:
         raise ValueError(
             "regularization_path: the model is not compiled. Compile it first: model.compile(optimizer=..., loss=...)."
@@ -664,6 +689,21 @@ def regularization_path(
             )
         keep = Path(keep)
         keep.mkdir(parents=True, exist_ok=True)
+    if "initial_epoch" in fit_kwargs or "epochs" in fit_kwargs:
+        raise ValueError(
+            "regularization_path runs one fit of len(lambdas)·epochs epochs from epoch 0; it does not take "
+            f"`initial_epoch`. Received: {sorted(k for k in fit_kwargs if k in ('initial_epoch', 'epochs'))}"
+        )
+    if isinstance(lambdas, str) or cv is not None:
+        needs = 'lambdas="auto"' if isinstance(lambdas, str) else "cv"
+        for name, data in (("x", x), ("y", y)):
+            leaves = keras.tree.flatten(data) if data is not None else []
+            if not leaves or not all(hasattr(leaf, "shape") and len(leaf.shape) for leaf in leaves):
+                raise TypeError(
+                    f"Invalid value for argument `{name}`: {needs} needs x and y as arrays (or lists or dicts of "
+                    f"arrays); give the λs explicitly (lambdas=[...]) to train on a dataset or generator. "
+                    f"Received: {name}={type(data).__name__}"
+                )
     validating = validation_data is not None or validation_split or cv is not None
     monitor = "val_data_loss" if validating else "data_loss"
     lam_max = lambda_max(model, x, y, terms=ratios, batch_size=batch_size or 256) if isinstance(lambdas, str) else None
@@ -676,6 +716,7 @@ def regularization_path(
     run = dict(
         epochs=int(epochs),
         patience=patience,
+        tol=tol,
         batch_size=batch_size,
         callbacks=list(callbacks),
         reset_optimizer=reset_optimizer,
@@ -747,6 +788,7 @@ class _Stages(keras.callbacks.Callback):
 
     def _begin_stage(self) -> None:
         self.epochs = 0
+        self.last_loss = math.inf
         self.best, self.best_weights, self.best_logs, self.waited = math.inf, None, None, 0
         self.began = time.perf_counter()
 
@@ -761,6 +803,10 @@ class _Stages(keras.callbacks.Callback):
         model = _keras.synced_model(self)
         patience = self.run["patience"]
         done = self.epochs >= self.run["epochs"]
+        loss, tol = logs.get("loss", math.nan), self.run["tol"]
+        if tol is not None and self.last_loss - loss < tol * abs(self.last_loss):  # converged (inf: first epoch)
+            done = True
+        self.last_loss = loss
         if patience is not None:
             value = logs.get(self.path.monitor, math.nan)
             if value < self.best:
@@ -825,3 +871,9 @@ def _walk(path: RegularizationPath, grid: list[float], x, y, validation_data, va
         if hasattr(error, "add_note"):
             error.add_note(f"regularization_path: the {len(path)} λs done so far are in error.regularization_path")
         raise
+    if len(path) < len(grid):
+        warnings.warn(
+            f"regularization_path: the fit ended after {len(path)} of {len(grid)} λs (a callback stopped it, "
+            "e.g. EarlyStopping; use `patience` to end each λ early instead). The path holds the λs done.",
+            stacklevel=3,
+        )

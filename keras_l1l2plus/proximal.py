@@ -74,7 +74,7 @@ itself when the η_i are equal,
 
     η_g = ‖w_g‖ / ‖(w/η)_g‖,  so  w_g ← max(0, 1 − lr·λg / ‖(w/p)_g‖₂) · w_g
 
-(a weighted harmonic mean of the group's η_i; p_i = 1 under SGD and
+(a weighted power mean of order −2 of the group's η_i, weights w_i²; p_i = 1 under SGD and
 `"decoupled"`, which gives back the formula above). It is computed from
 p, not η, so lr = 0 is the identity.
 

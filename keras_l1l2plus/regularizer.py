@@ -534,8 +534,10 @@ class L1L2Plus(keras.regularizers.Regularizer):
         return self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
-        # What never changes, so a regularizer keeps its hash when a schedule takes its λs.
-        return hash((type(self).__name__, self.zero_grad, self.proximal, self.groups))
+        # What never changes, so a regularizer keeps its hash when a schedule takes its λs; `groups` only
+        # with a group term, as in the config that equality compares.
+        groups = None if self._group.is_zero else self.groups
+        return hash((type(self).__name__, self.zero_grad, self.proximal, groups))
 
     def __repr__(self) -> str:
         config = self.get_config()

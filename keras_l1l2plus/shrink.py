@@ -855,8 +855,18 @@ def _validate_tolerance(value: Any, name: str, allow_none: bool) -> Any:
     return number
 
 
+def _default_rtol(model: Any) -> float:
+    """1e-5, or a few units in the last place of the narrowest dtype a layer computes in."""
+    dtypes = {keras.backend.standardize_dtype(layer.compute_dtype) for layer in model.layers}
+    if "bfloat16" in dtypes:
+        return 3e-2
+    if "float16" in dtypes:
+        return 1e-2
+    return 1e-5
+
+
 def shrink(
-    model: Any, x: Any = None, *, rtol: float = 1e-5, atol: float | None = None, features: str = "remove"
+    model: Any, x: Any = None, *, rtol: float | None = None, atol: float | None = None, features: str = "remove"
 ) -> tuple[Any, ShrinkReport]:
     """A smaller Keras model with the same outputs: `model` without its dead and unread units.
 
@@ -872,6 +882,9 @@ def shrink(
     must satisfy |small − original| ≤ atol + rtol·|original|, with `atol`
     (None) = rtol × the output's largest |value|: folding reorders a sum,
     whose rounding error scales with its terms, not with a result near 0.
+    `rtol` (None) is 1e-5 for a model computing in float32 or float64, 1e-2
+    where a layer computes in float16 (mixed precision), 3e-2 in bfloat16:
+    a few units in the last place of the narrowest compute dtype.
 
     Example:
 
@@ -890,7 +903,7 @@ def shrink(
     Args:
         model: a built Keras Functional or Sequential model.
         x: inputs to check the small model on (what `model` takes), or None.
-        rtol: the check's relative tolerance, ≥ 0.
+        rtol: the check's relative tolerance, ≥ 0, or None (by the compute dtype, see above).
         atol: the check's absolute tolerance, ≥ 0, or None (see above).
         features: "remove" (input features no layer reads are removed; see
             `report.select_features`) or "keep" (the inputs keep their width).
@@ -904,7 +917,9 @@ def shrink(
             (naming the first layer whose outputs differ), or an argument is invalid.
     """
     functional = _functional(model)
-    rtol = _validate_tolerance(rtol, "rtol", allow_none=False)
+    rtol = _validate_tolerance(rtol, "rtol", allow_none=True)
+    if rtol is None:
+        rtol = _default_rtol(functional)
     atol = _validate_tolerance(atol, "atol", allow_none=True)
     if not isinstance(features, str) or features not in FEATURES:
         raise ValueError(
@@ -961,7 +976,8 @@ def shrink(
         )
         raise ValueError(
             f"shrink built a model whose outputs differ from the original's by up to {report.max_error:.3g} "
-            f"(rtol={rtol:g}, atol={'rtol*max|output|' if atol is None else atol}): {where}. This is a bug in "
-            "shrink or a layer that is not deterministic at inference; the original model is unchanged."
+            f"(rtol={rtol:g}, atol={'rtol*max|output|' if atol is None else atol}): {where}. If that is the "
+            "rounding of a low-precision model, pass a larger `rtol`; otherwise it is a bug in shrink or a layer "
+            "that is not deterministic at inference. The original model is unchanged."
         )
     return small, report

@@ -207,7 +207,7 @@ def sparsity(
 
         sparsity_weight = #{w = 0} / #w   over weights whose regularizer has λ1 > 0 or λg > 0
 
-    (likewise for biases), 0 where no variable of that role has an L1 penalty.
+    (likewise for biases), 0 where no variable of that role has an L1 or group penalty.
     Regularizers counted are those `penalty_terms` splits: `L1L2Plus` and
     Keras's `L1` and `L1L2`; with `proximal_only=True`, only the variables
     that take the proximal step (`L1L2Plus(l1 > 0 or group > 0, proximal=True)`), as

@@ -567,3 +567,37 @@ def test_mirrored_strategy_group_step_matches_single_device(fresh_python):
         """)
     )
     assert_same_runs(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_input_groups_reach_the_first_kernel_through_per_feature_layers_and_refuse_otherwise():
+    inputs = keras.Input((8,))
+    h = L.BatchNormalization()(L.Normalization()(inputs))
+    model = keras.Model(inputs, L.Dense(1, name="out")(L.Dense(4, name="first")(h)))
+    kl.regularize(model, group_weight=0.1, groups="inputs")
+    assert model.get_layer("first").kernel_regularizer.groups == "inputs"
+    assert model.get_layer("out").kernel_regularizer is None
+    flat = keras.Sequential([keras.Input((4, 4)), L.Flatten(name="flatten"), L.Dense(1)])
+    with pytest.raises(ValueError, match="argument `groups`.*flatten \\(Flatten\\).*groups=\"both\""):
+        kl.regularize(flat, group_weight=0.1, groups="inputs")
+    kl.regularize(flat, group_weight=0.1, groups="both")  # the fix the message gives
+
+
+def test_variables_and_their_saved_attributes_agree_and_transposed_kernels_swap_axes(tmp_path):
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.DepthwiseConv2D(3, name="depthwise"),
+                              L.Conv2DTranspose(4, 3, name="transposed"), L.Flatten(), L.Dense(2, name="dense")])
+    kl.regularize(model, group_weight=0.1, groups="both")
+    depthwise, transposed = model.get_layer("depthwise"), model.get_layer("transposed")
+    assert depthwise.kernel.regularizer.groups == depthwise.depthwise_regularizer.groups == "units"
+    # Conv2DTranspose's kernel is (taps, taps, filters, inputs): its rows (inputs) are the last axis.
+    assert transposed.kernel.regularizer.groups == transposed.kernel_regularizer.groups == "units"
+    before = float(to_numpy(kl.penalty_terms(model)["group_weight"]))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert float(to_numpy(kl.penalty_terms(loaded)["group_weight"])) == pytest.approx(before, rel=1e-6)
+
+
+def test_equal_regularizers_hash_equally():
+    a, b = L1L2Plus(l1=0.1, groups="inputs"), L1L2Plus(l1=0.1)  # no group term: `groups` is not in the config
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    c = L1L2Plus(l1=0.1, group=0.2, groups="inputs")
+    assert c != L1L2Plus(l1=0.1, group=0.2) and c == L1L2Plus.from_config(c.get_config())

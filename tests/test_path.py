@@ -296,3 +296,71 @@ def test_patience_ends_a_stage_at_its_best_epoch():
         start += r["epochs"]
         assert r["val_data_loss"] == pytest.approx(min(stage), rel=1e-6)  # the stage's best, put back
     assert any(r["epochs"] < 60 for r in path.records)  # patience ended some stage early
+
+
+def test_lambda_max_of_a_network_is_each_layer_alone():
+    """Two regularized layers: all at 0 is a saddle (gradient 0); λ_max is the largest layer-alone bound."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="tanh"), L.Dense(1)])
+    kl.regularize(model, l1_weight=0.1, proximal_weight=True)
+    model.compile(optimizer=kl.ProximalOptimizer("sgd"), loss=half_squared_error)
+    w1, b1, w2, b2 = (w.astype("float64") for w in model.get_weights())
+    x64, y64 = x.astype("float64"), y.astype("float64")
+    # W2 alone at 0: ŷ = b2, ∂/∂W2 = hᵀ(ŷ − y)/n with h = tanh(x W1 + b1).
+    g2 = np.tanh(x64 @ w1 + b1).T @ (b2 - y64) / len(x)
+    # W1 alone at 0: h = tanh(b1) everywhere, ∂/∂W1 = xᵀ[((ŷ − y) W2ᵀ)·(1 − tanh²(b1))]/n.
+    y_hat = np.tanh(b1) @ w2 + b2
+    g1 = x64.T @ (((y_hat - y64) @ w2.T) * (1 - np.tanh(b1) ** 2)) / len(x)
+    expected = max(np.abs(g1).max(), np.abs(g2).max())
+    assert expected > 0
+    assert lambda_max(model, x, y) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_dataset_with_auto_lambdas_is_refused_by_name():
+    x, y = regression(n=16)
+    model = linear(x, 0.1, l1_weight=1.0)
+
+    def batches():
+        while True:
+            yield x, y
+
+    with pytest.raises(TypeError, match="argument `x`.*lambdas=\\[...\\]"):
+        regularization_path(model, batches(), verbose=0)
+    with pytest.raises(TypeError, match="argument `y`"):
+        regularization_path(model, x, None, verbose=0)
+    with pytest.raises(ValueError, match="initial_epoch"):
+        regularization_path(model, x, y, lambdas=[0.1], initial_epoch=2, verbose=0)
+
+
+def test_a_path_without_a_lambda_or_rule_to_read_says_so():
+    x, y = regression(n=16)
+    path = regularization_path(linear(x, 0.1, l1_weight=1.0), x, y, lambdas=[0.3, 0.1], epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="Give a λ or a rule"):
+        path.model_at()
+
+
+def test_a_callback_that_stops_the_fit_leaves_a_shorter_path_with_a_warning():
+    x, y = regression(n=16)
+    model = linear(x, 0.1, l1_weight=1.0)
+    stop = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(model, "stop_training", epoch == 1))
+    with pytest.warns(UserWarning, match="after 2 of 4 λs"):
+        path = regularization_path(model, x, y, lambdas=[0.3, 0.1, 0.03, 0.01], epochs=1, callbacks=[stop],
+                                   verbose=0)
+    assert path.lambdas == [0.3, 0.1]
+
+
+def test_tol_ends_a_converged_stage():
+    x, y = regression()
+    model = linear(x, lipschitz(x), l1_weight=1.0)
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(logs["loss"]))
+    path = regularization_path(model, x, y, lambdas=[0.5, 0.2, 0.1], epochs=500, tol=1e-6, batch_size=len(x),
+                               callbacks=[record], verbose=0)
+    start = 0
+    for r in path.records:
+        stage = seen[start:start + r["epochs"]]
+        start += r["epochs"]
+        assert r["epochs"] < 500
+        assert stage[-2] - stage[-1] < 1e-6 * abs(stage[-2])  # ended at the first epoch that gained < tol
+        assert all(a - b >= 1e-6 * abs(a) for a, b in zip(stage[:-2], stage[1:-1]))

@@ -265,7 +265,7 @@ def test_bad_arguments_are_named_with_their_values():
     model = mlp()
     with pytest.raises(TypeError, match=re.escape("Invalid value for argument `model`: expected a built Keras")):
         kl.shrink("model")
-    with pytest.raises(ValueError, match=re.escape("Invalid value for argument `rtol`: expected a finite float >= 0. "
+    with pytest.raises(ValueError, match=re.escape("Invalid value for argument `rtol`: expected a finite float >= 0 or None. "
                                                    "Received: rtol=-1e-05")):
         kl.shrink(model, rtol=-1e-5)
     with pytest.raises(ValueError, match=re.escape("Received: atol='small'")):
@@ -392,3 +392,13 @@ def test_a_batchnorm_channel_with_zero_gamma_cuts_its_unit_whatever_the_kernel()
     expected_bias = to_numpy(model.get_layer("c2").bias) + 0.5 * k2[:, :, 1, :].sum(axis=(0, 1))
     np.testing.assert_allclose(to_numpy(small.get_layer("c2").bias), expected_bias, rtol=1e-6)
     assert_same_outputs(model, small, report, x_data)
+
+
+@pytest.mark.parametrize("policy, rtol", [("mixed_float16", 1e-2), ("mixed_bfloat16", 3e-2)])
+def test_mixed_precision_is_checked_at_its_own_precision(policy, rtol):
+    keras.config.set_dtype_policy(policy)
+    model = mlp()
+    small, report = kl.shrink(model, normal(32, 5))
+    assert report.rtol == rtol and row(report, "h1").removed.tolist() == [1, 3]
+    with pytest.raises(ValueError, match="pass a larger `rtol`"):
+        kl.shrink(model, normal(32, 5), rtol=1e-9, atol=0.0)
