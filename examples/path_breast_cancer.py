@@ -33,6 +33,8 @@ import sys
 import numpy as np
 from _shared import load_keras
 
+REPEAT = 100  # copies of the training set in one epoch: an epoch is 100 full-batch steps
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,15 +84,18 @@ def main(argv=None) -> dict:
     model = keras.Sequential([keras.Input((x.shape[1],)),
                               keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
     kl.regularize(model, l1_weight=1.0, proximal_weight=True)  # the path sets λ; 1.0 only marks the term
-    torch = keras.backend.backend() == "torch"
+    # TensorFlow loops over the steps of one call in its graph; JAX would unroll them (compile time), PyTorch: 1 only.
     model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(1.0 / lipschitz)), loss="mse",
-                  steps_per_execution=1 if torch else 100)  # PyTorch: 1 only
+                  steps_per_execution=100 if keras.backend.backend() == "tensorflow" else 1)
     print(f"breast cancer, {n} samples × {x.shape[1]} features, {keras.backend.backend()} backend: Dense(1) + mse + "
           f"proximal L1, full-batch SGD(1/L), {args.steps} steps per λ, {args.n_lambdas} λs, eps {args.eps:g}")
-    # `steps` full-batch steps per λ: the data repeated, one epoch of `steps` batches of the whole set.
-    path = kl.regularization_path(model, np.tile(x, (args.steps, 1)), np.tile(y, (args.steps, 1)),
-                                  lambdas="auto", n_lambdas=args.n_lambdas, eps=args.eps, epochs=1, batch_size=n,
-                                  shuffle=False, verbose=0)
+    # `steps` full-batch steps per λ: the data repeated REPEAT times, an epoch is REPEAT batches of the whole set.
+    # (λ_max is accumulated over every batch of what the path is given, one eager gradient each: 100 copies, not
+    # one per step, keep that to a second.)
+    epochs = -(-args.steps // REPEAT)
+    path = kl.regularization_path(model, np.tile(x, (REPEAT, 1)), np.tile(y, (REPEAT, 1)),
+                                  lambdas="auto", n_lambdas=args.n_lambdas, eps=args.eps, epochs=epochs,
+                                  batch_size=n, shuffle=False, verbose=0)
     alphas = [kl.path.to_sklearn(lam, loss_scale=loss_scale)[0] for lam in path.lambdas]
     alpha_max = float(np.abs(x.astype("float64").T @ y[:, 0]).max() / n)
     print(f"λ_max = {path.lambda_max:.6g} = {loss_scale:g} × α_max (‖Xᵀy‖∞/n = {alpha_max:.6g}): "
