@@ -22,7 +22,7 @@ test accuracy), then the two chosen λs with their sparsity and the test
 accuracy of `path.best(rule)`; it saves `path.plot()` to
 `OUT/path_digits.png` and `path.to_csv(OUT/path_digits.csv)`.
 
-`--fast` (3 λs, 2 epochs, 2 folds) is a smoke run.
+`--fast` (4 λs, 4 epochs, 2 folds) is a smoke run.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from _shared import load_keras
 
 DEFAULT_LAMBDAS = {"group": "1e-4,3e-4,1e-3,2e-3,3e-3,5e-3,1e-2,2e-2,3e-2,5e-2,0.1,0.2",
                    "l1": "1e-5,3e-5,1e-4,2e-4,3e-4,5e-4,1e-3,2e-3,3e-3,5e-3,1e-2,2e-2"}
-FAST_LAMBDAS = {"group": "1e-3,1e-2,5e-2", "l1": "1e-4,1e-3,1e-2"}
+FAST_LAMBDAS = {"group": "1e-3,1e-2,0.1,0.3", "l1": "1e-4,1e-3,1e-2,3e-2"}
 
 
 def parse_args(argv=None):
@@ -52,11 +52,11 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's")
     parser.add_argument("--seed", type=int, default=0, help="the weights' and the shuffling's seed")
     parser.add_argument("--out", default="out", help="where path_digits.png and path_digits.csv go")
-    parser.add_argument("--fast", action="store_true", help="3 λs, 2 epochs, 2 folds: a smoke run")
+    parser.add_argument("--fast", action="store_true", help="4 λs, 4 epochs, 2 folds: a smoke run")
     args = parser.parse_args(argv)
     if args.fast:
         args.lambdas = args.lambdas or FAST_LAMBDAS[args.penalty]
-        args.epochs, args.cv = 2, 2
+        args.epochs, args.cv = 4, 2
     args.lambdas = [float(v) for v in (args.lambdas or DEFAULT_LAMBDAS[args.penalty]).split(",")]
     return args
 
