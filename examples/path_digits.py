@@ -157,7 +157,9 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     figure = path.plot()
-    figure.axes[0].set_title(f"digits MLP, {term} path, {keras.backend.backend()}, seed {args.seed}")
+    figure.axes[0].set_title(f"digits MLP 64-128-64-10, {term} path, cv={args.cv}, {args.epochs} epochs per λ, "
+                             f"{keras.backend.backend()}, seed {args.seed}", fontsize=9)
+    figure.tight_layout()
     figure.savefig(out / "path_digits.png", dpi=100)
     path.to_csv(out / "path_digits.csv")
     print(f"\nsaved {out / 'path_digits.png'} and {out / 'path_digits.csv'}")
