@@ -118,9 +118,11 @@ def main(argv=None) -> dict:
         print(f"{rank:2d}. {names[i]:<24} k={entry_ours[i]:2d} α={alphas[entry_ours[i]]:.4g}   |   "
               f"{names[j]:<24} k={entry_theirs[j]:2d} α={alphas[entry_theirs[j]]:.4g}")
     same_entry = float(np.mean(entry_ours == entry_theirs))
+    worst = np.unravel_index(int(np.argmax(np.abs(ours - coefs))), ours.shape)
     print(f"\nfeatures entering at the same λ in both: {np.sum(entry_ours == entry_theirs)} of {len(names)}; "
           f"Jaccard of the active sets: min {min(per_lambda):.3f}, mean {np.mean(per_lambda):.3f}; "
-          f"max |Δw| {np.abs(ours - coefs).max():.2g} (largest |w| {np.abs(coefs).max():.3g})")
+          f"max |Δw| {np.abs(ours - coefs).max():.2g} ({names[worst[0]]} at α = {alphas[worst[1]]:.4g}; "
+          f"largest |w| {np.abs(coefs).max():.3g})")
     return {"backend": keras.backend.backend(), "steps": args.steps, "n_lambdas": args.n_lambdas, "eps": args.eps,
             "lambdas": path.lambdas, "alphas": alphas, "lambda_max": path.lambda_max, "alpha_max": alpha_max,
             "jaccard": per_lambda, "entry_keras": entry_ours.tolist(), "entry_sklearn": entry_theirs.tolist(),
@@ -128,6 +130,7 @@ def main(argv=None) -> dict:
             "order_sklearn": [names[i] for i in order(entry_theirs)],
             "active_keras": active_ours.sum(0).tolist(), "active_sklearn": active_theirs.sum(0).tolist(),
             "max_coef_diff": float(np.abs(ours - coefs).max()), "max_coef": float(np.abs(coefs).max()),
+            "max_coef_diff_at": [names[worst[0]], int(worst[1])],
             "zeros_weight": path.values("zeros_weight")}
 
 
