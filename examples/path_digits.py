@@ -22,7 +22,9 @@ test accuracy), then the two chosen λs with their sparsity and the test
 accuracy of `path.best(rule)`; it saves `path.plot()` to
 `OUT/path_digits.png` and `path.to_csv(OUT/path_digits.csv)`.
 
-`--fast` (4 λs, 4 epochs, 2 folds) is a smoke run.
+The default run (12 λs × 6 paths × 10 epochs) takes about 80 s on
+TensorFlow on 2 CPU cores; `--fast` (4 λs, 4 epochs, 2 folds) about 10 s
+on each backend: a smoke run.
 """
 
 from __future__ import annotations
