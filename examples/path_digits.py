@@ -102,6 +102,14 @@ def build_model(args):
     return model
 
 
+def live_units(model) -> list[int]:
+    """Per hidden layer, the units whose kernel column is not all exact zeros."""
+    import keras
+
+    return [int(np.any(keras.ops.convert_to_numpy(model.get_layer(name).kernel) != 0, axis=0).sum())
+            for name in ("hidden1", "hidden2")]
+
+
 def accuracy(model, x, y) -> float:
     import keras
 
@@ -127,33 +135,36 @@ def main(argv=None) -> dict:
                                   epochs=args.epochs, batch_size=args.batch_size, cv=args.cv,
                                   validation_data=(x_val, y_val), verbose=1)
     seconds = time.perf_counter() - began
-    test_accuracy = []
-    for lam in path.lambdas:  # the weights kept at each λ, on the test set
+    test_accuracy, widths = [], []
+    for lam in path.lambdas:  # the weights kept at each λ: the test set, and the hidden units still live per layer
         model_weights = model.get_weights()
         model.set_weights(path.weights_at(lam))
         test_accuracy.append(accuracy(model, x_test, y_test))
+        widths.append(live_units(model))
         model.set_weights(model_weights)
     groups = "live_groups" in path.records[0]
     print(f"\n{len(path.lambdas)} λs × {args.cv + 1} paths ({args.cv} folds, then the whole training set) in "
           f"{seconds:.0f} s\n")
     print(f"| λ | val_data_loss | val_accuracy | cv mean ± se | zeros_weight |{' live units |' if groups else ''} "
-          "test accuracy |")
-    print(f"|---:|---:|---:|---:|---:|{'---:|' if groups else ''}---:|")
+          "hidden widths | test accuracy |")
+    print(f"|---:|---:|---:|---:|---:|{'---:|' if groups else ''}---|---:|")
     for i, (lam, record) in enumerate(zip(path.lambdas, path.records)):
         live = f" {int(record['live_groups'])} |" if groups else ""
         print(f"| {lam:.3g} | {record['val_data_loss']:.4f} | {record['val_accuracy']:.4f} "
               f"| {path.cv['mean'][i]:.4f} ± {path.cv['se'][i]:.4f} | {record['zeros_weight']:.3f} |{live} "
-              f"{test_accuracy[i]:.4f} |")
+              f"{'-'.join(map(str, widths[i]))} | {test_accuracy[i]:.4f} |")
     chosen = {}
     for rule in ("min", "1se"):
         i = path.index(rule=rule)
         best = path.best(rule)
         record = path.records[i]
         chosen[rule] = {"lambda": path.lambdas[i], "index": i, "zeros_weight": record["zeros_weight"],
-                        "live_groups": record.get("live_groups"), "test_accuracy": accuracy(best, x_test, y_test),
+                        "live_groups": record.get("live_groups"), "widths": widths[i],
+                        "test_accuracy": accuracy(best, x_test, y_test),
                         "cv_mean": path.cv["mean"][i], "cv_se": path.cv["se"][i]}
         c = chosen[rule]
         live = f", {int(c['live_groups'])} live units of 192" if groups else ""
+        live += f" (hidden widths {'-'.join(map(str, c['widths']))})"
         print(f"{rule:>3}: λ = {c['lambda']:.3g} (cv {c['cv_mean']:.4f} ± {c['cv_se']:.4f}), zeros_weight "
               f"{c['zeros_weight']:.3f}{live}, test accuracy of path.best({rule!r}) {c['test_accuracy']:.4f}")
     out = Path(args.out)
@@ -170,7 +181,7 @@ def main(argv=None) -> dict:
             "zeros_weight": path.values("zeros_weight"),
             "live_groups": path.values("live_groups") if groups else None,
             "val_data_loss": path.values("val_data_loss"), "cv_mean": path.cv["mean"], "cv_se": path.cv["se"],
-            "test_accuracy": test_accuracy, "chosen": chosen}
+            "test_accuracy": test_accuracy, "widths": widths, "chosen": chosen}
 
 
 if __name__ == "__main__":

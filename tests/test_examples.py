@@ -217,6 +217,8 @@ def test_path_digits_fast_mode(tmp_path, fresh_python):
     assert all(b >= a - 0.01 for a, b in zip(zeros, zeros[1:])), zeros
     assert all(b <= a + 2 for a, b in zip(live, live[1:])), live
     assert zeros[-1] > 0.05 and live[-1] < 192
+    # live_groups (the library's count) is the units with a non-zero kernel column, counted from the kept weights.
+    assert [sum(w) for w in result["widths"]] == live
     assert all(0.5 < a <= 1.0 for a in result["test_accuracy"])
     import matplotlib.image
 
