@@ -193,3 +193,55 @@ def test_breast_cancer_groups_fast_mode(fresh_python):
     assert len(mlp["kept_features"]) == len(mlp["kept"]) and mlp["x_small_shape"] == [143, len(mlp["kept"])]
     assert mlp["params_after"] < mlp["params_before"]
     assert "report.kept_features = {'features': [" in out
+
+
+@pytest.mark.slow
+def test_path_digits_fast_mode(tmp_path, fresh_python):
+    result, out = run_example(fresh_python, "path_digits", ["--fast", "--out", str(tmp_path)])
+    assert result["epochs"] == 4 and result["cv"] == 2
+    lambdas = result["lambdas"]
+    assert lambdas == sorted(lambdas) and len(lambdas) == 4  # direction="increasing": the grid walked up
+    assert "regularization_path: fold 2/2" in out and "λ 4/4: λ=0.3" in out  # the path's own line per λ
+    chosen = result["chosen"]
+    assert chosen["1se"]["lambda"] >= chosen["min"]["lambda"]  # the 1-SE rule picks the sparser side
+    for rule in ("min", "1se"):
+        assert 0.5 < chosen[rule]["test_accuracy"] <= 1.0
+        i = chosen[rule]["index"]
+        assert chosen[rule]["zeros_weight"] == result["zeros_weight"][i]
+        assert result["cv_mean"][i] <= result["cv_mean"][chosen["min"]["index"]] + result["cv_se"][
+            chosen["min"]["index"]] + 1e-12
+    # Up an increasing path the group term only removes units: the exact zeros do not fall (a unit may come back
+    # under Adam: 0.01 of slack) and the largest λs have some (measured: 0.16-0.17 at λ = 0.1, 0.27-0.31 at λ = 0.3 on
+    # TensorFlow, JAX and PyTorch).
+    zeros, live = result["zeros_weight"], result["live_groups"]
+    assert all(b >= a - 0.01 for a, b in zip(zeros, zeros[1:])), zeros
+    assert all(b <= a + 2 for a, b in zip(live, live[1:])), live
+    assert zeros[-1] > 0.05 and live[-1] < 192
+    # live_groups (the library's count) is the units with a non-zero kernel column, counted from the kept weights.
+    assert [sum(w) for w in result["widths"]] == live
+    assert all(0.5 < a <= 1.0 for a in result["test_accuracy"])
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "path_digits.png").shape[0] > 200
+    rows = (tmp_path / "path_digits.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(lambdas) and "cv_mean" in rows[0] and "live_groups" in rows[0]
+
+
+@pytest.mark.slow
+def test_path_breast_cancer_is_lasso_path(fresh_python):
+    result, out = run_example(fresh_python, "path_breast_cancer", ["--fast"])
+    # Keras's "mse" is twice scikit-learn's (1/(2n))·‖y − Xw‖²: λ_max = 2·‖Xᵀy‖∞/n, α = λ/2.
+    assert result["lambda_max"] == pytest.approx(2 * result["alpha_max"], rel=1e-5)
+    assert result["alphas"][0] == pytest.approx(result["alpha_max"], rel=2e-5)
+    assert len(result["alphas"]) == 8 and result["active_keras"][0] == 0
+    # 2000 full-batch proximal SGD steps per λ, warm-started: the same active set as lasso_path at every λ (measured:
+    # Jaccard 1.0 at all 8 λs on TensorFlow, JAX and PyTorch), so every feature enters at the same λ, in the same order.
+    assert result["jaccard"] == [1.0] * 8
+    assert result["active_keras"] == result["active_sklearn"]
+    assert result["entry_keras"] == result["entry_sklearn"]
+    assert result["order_keras"] == result["order_sklearn"] and len(result["order_keras"]) >= 6
+    assert result["order_keras"][:2] == ["worst perimeter", "worst concave points"]
+    # The coefficients: ≤ 1.2e-5 apart except at the third λ, where worst radius enters beside worst perimeter
+    # (correlation 0.99: an ill-conditioned lasso) and worst perimeter is 0.043 from lasso_path's after 2000 steps.
+    assert result["max_coef_diff"] < 0.06
+    assert "1. worst perimeter" in out
