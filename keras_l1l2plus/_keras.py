@@ -531,35 +531,55 @@ def stack_scalars(values: list) -> Any:
     return keras.ops.stack(values)
 
 
-def gradients(loss_fn: Any, variables: list) -> list:
-    """∂loss_fn()/∂v for each variable, the backend's way, outside any train step.
+def gradients(loss_fn: Any, variables: list, others: list = ()) -> Any:
+    """A function `g(*args)`: ∂loss_fn(*args)/∂v for each variable, the backend's way, outside a train step.
 
     Keras has no backend-neutral gradient: TensorFlow's `GradientTape`,
     `jax.grad` of the loss as a function of the variables' values (in a
-    `keras.StatelessScope` that maps them), PyTorch's `torch.autograd.grad`.
-    A variable the loss does not reach gets zeros. Public APIs of each
-    backend; used once per path, not in a train step.
+    `keras.StatelessScope` that maps them), compiled once with `jax.jit`
+    (an untraced `jax.grad` runs op by op, 30 times a train step), PyTorch's
+    `torch.autograd.grad`. `args` are arrays (a batch). A variable the loss
+    does not reach gets zeros. `others`: the other variables the loss reads
+    (on JAX a `StatelessScope` must map every variable a layer's `losses`
+    read; they are passed at their current values). Public APIs of each
+    backend; the path's λ_max uses it, not a train step.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        grads = tape.gradient(loss, variables)
+        def grads_of(*args):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(*args)
+            return tape.gradient(loss, variables)
+
     elif backend == "jax":
         import jax
 
-        def of_values(values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return loss_fn()
+        others = list(others)
 
-        grads = jax.grad(of_values)([v.value for v in variables])
+        def of_values(values, other_values, *args):
+            mapping = list(zip(variables, values)) + list(zip(others, other_values))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn(*args)
+
+        compiled = jax.jit(jax.grad(of_values))
+
+        def grads_of(*args):
+            return compiled([v.value for v in variables], [v.value for v in others], *args)
+
     elif backend == "torch":
         import torch
 
-        loss = loss_fn()
-        grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
+        def grads_of(*args):
+            loss = loss_fn(*args)
+            return torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
+
     else:  # pragma: no cover - a backend Keras may add
         raise NotImplementedError(f"gradients: the {backend} backend")
-    return [keras.ops.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
+
+    def gradient(*args):
+        grads = grads_of(*args)
+        return [keras.ops.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
+
+    return gradient

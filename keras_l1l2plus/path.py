@@ -193,16 +193,18 @@ def _data_loss_gradients(model: Any, x: Any, y: Any, variables: list, batch_size
         )
     totals = [np.zeros(v.shape, "float64") for v in variables]
     count = 0
+
+    def data_loss(xb, yb):
+        y_pred = model(xb, training=False)
+        total = model.compute_loss(x=xb, y=yb, y_pred=y_pred)
+        return total - penalty_terms(model)["penalty"]  # Keras's loss is the data loss plus the penalty
+
+    chosen = {id(v) for v in variables}
+    others = [v for v in model.variables if id(v) not in chosen]
+    gradient = _keras.gradients(data_loss, variables, others)  # made once: compiled once on JAX
     for xb, yb in _batches(x, y, batch_size):
         size = int(keras.tree.flatten(xb)[0].shape[0])
-
-        def data_loss(xb=xb, yb=yb):
-            y_pred = model(xb, training=False)
-            total = model.compute_loss(x=xb, y=yb, y_pred=y_pred)
-            return total - penalty_terms(model)["penalty"]  # Keras's loss is the data loss plus the penalty
-
-        grads = _keras.gradients(data_loss, variables)
-        for total, grad in zip(totals, grads):
+        for total, grad in zip(totals, gradient(xb, yb)):
             total += size * ops.convert_to_numpy(ops.cast(grad, "float32")).astype("float64")
         count += size
     return [total / count for total in totals]
@@ -439,7 +441,9 @@ class RegularizationPath:
         zeros = ax.twinx()
         zeros.plot(lam, self.values("zeros_weight"), "s-", color="tab:red", ms=3, label="zeros_weight")
         zeros.set_ylabel("fraction of exact zeros", color="tab:red")
-        ax.legend(loc="best", fontsize=8)
+        handles = ax.get_legend_handles_labels()
+        more = zeros.get_legend_handles_labels()
+        ax.legend(handles[0] + more[0], handles[1] + more[1], loc="best", fontsize=8)
         if coefficients:
             flat = np.array([np.concatenate([w.ravel() for w in weights]) for weights in self._weights])
             axes[1].plot(lam, flat)
@@ -513,8 +517,10 @@ def _grid(lambdas: Any, lam_max: float | None, n_lambdas: int, eps: float, direc
             )
         if not lam_max > 0:
             raise ValueError(
-                f"regularization_path: λ_max is {lam_max!r}: the data loss's gradient is 0 at zero weights, so "
-                'every λ keeps them at 0. Give `lambdas` explicitly instead of "auto".'
+                f"regularization_path: λ_max is {lam_max!r}: with each regularized variable at 0 no gradient reaches "
+                "it (a network whose layers feed each other through ReLUs at zero bias, or data the model already "
+                'fits exactly), so "auto" has no top to start from. Give the λs: '
+                "lambdas=[0.1, 0.03, 0.01, 0.003, 0.001] (with direction='increasing' for a network)."
             )
         narrow = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
         top = lam_max * (1 + (1e-2 if narrow else _MARGIN))
@@ -832,7 +838,9 @@ class _Stages(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.began
         values = {term: lam * ratio for term, ratio in path.terms.items()}
         record = {"lambda": lam, **{f"lambda_{t}": v for t, v in values.items()}}
-        record.update({key: float(value) for key, value in logs.items() if not key.startswith("lambda_")})
+        record.update(
+            {key: float(value) for key, value in logs.items() if not key.startswith(("lambda_", "val_lambda_"))}
+        )
         record.update(_zeros_and_groups(path.model, path.terms))
         record.update(epochs=self.epochs, seconds=seconds)
         path._add(lam, record)
