@@ -391,6 +391,7 @@ def main(argv=None):
     parser.add_argument("--targets", default=None,
                         help="comma-separated parameter counts for the logger section (default: 0.1, 0.67, 10, 50 M)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds for every case (default: per case)")
+    parser.add_argument("--big", action="store_true", help="group section: the 10 M MLP too")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     unknown = only - set(SECTIONS)
@@ -466,7 +467,7 @@ def main(argv=None):
     sections.append(("Proximal L1 step (ProximalOptimizer): per-step cost against the subgradient L1", rows))
 
     rows = []
-    for widths in (mlp_widths, big) if "group" in only else ():
+    for widths in ((mlp_widths, big) if args.big else (mlp_widths,)) if "group" in only else ():
         for optimizer in ("sgd", "adam"):
             small = widths == mlp_widths
             rows += group_case(f"MLP {'-'.join(map(str, widths))}, {optimizer}",
