@@ -287,9 +287,14 @@ class _Graph:
         self.model = model
         self.config = config
         self.entries = {entry["name"]: entry for entry in config["layers"]}
-        self.layer = {
-            name: model.get_layer(name) for name, e in self.entries.items() if e["class_name"] != "InputLayer"
-        }
+        self.layer = {}
+        for name, entry in self.entries.items():
+            if entry["class_name"] == "InputLayer":
+                continue
+            try:
+                self.layer[name] = model.get_layer(name)
+            except ValueError:  # an operation Keras names anew when it rebuilds a model (3.8's mixed-precision
+                continue  # `Cast` of the inputs): it has no weights, and nothing here looks it up
         self.calls = {name: len(e["inbound_nodes"]) for name, e in self.entries.items()}
         self.readers: dict = {}  # ref -> [(layer name, node index, whether the ref is its one input)]
         self.shape: dict = {}  # ref -> its shape, batch first
@@ -408,6 +413,12 @@ def _tree(graph: _Graph, root: tuple) -> tuple[Any, str | None]:
             via = "" if ref == root else f" (through `{ref[0]}`)"
             return None, f"its output is a model output{via}"
         for name, _, only in graph.readers.get(ref, []):
+            if name not in graph.layer:  # an operation the model does not list as a layer (see `_Graph`)
+                return (
+                    None,
+                    f"it is read by `{name}` ({graph.entries[name]['class_name']}), an operation shrink "
+                    "does not cut through",
+                )
             cls = type(graph.layer[name]).__name__
             if graph.calls[name] != 1:
                 return None, f"it is read by `{name}` ({cls}), a shared layer called {graph.calls[name]} times"
@@ -664,6 +675,8 @@ def _build(graph: _Graph, plan: _Plan) -> tuple[Any, dict, dict]:
         if entry["class_name"] == "InputLayer":
             layer_config["batch_shape"] = list(layer_config["batch_shape"])
             layer_config["batch_shape"][-1] = len(kept_inputs[name])
+            continue
+        if name not in graph.layer:  # an operation without weights that Keras rebuilds itself (see `_Graph`)
             continue
         layer = graph.layer[name]
         if isinstance(layer, _DENSE + _CONV) and (name in plan.reader_of or (name, 0, 0) in plan.removed):
@@ -943,7 +956,14 @@ def shrink(
     small_graph = _Graph(small, small.get_config())
     macs_before, macs_after = _layer_macs(graph), _layer_macs(small_graph)
     for name, layer in graph.layer.items():
-        new = small.get_layer(name)
+        try:
+            new = small.get_layer(name)
+        except ValueError:
+            if layer.weights:
+                raise
+            # An operation Keras inserted itself and names anew when it rebuilds the model (Keras 3.8 casts
+            # a mixed-precision model's inputs with a `Cast` node of the functional config): nothing to report.
+            continue
         keep = masks.get(name) if isinstance(layer, _DENSE + _CONV) else None
         report.layers.append(
             LayerShrink(
