@@ -105,7 +105,6 @@ __all__ = [
     "proximal_factor",
     "proximal_roles",
     "soft_threshold",
-    "step_size",
     "takes_proximal_step",
     "uses_proximal_step",
 ]
@@ -178,17 +177,6 @@ def preconditioner(optimizer: Any, variable: Any, step: Any, threshold: str = "a
         a = _keras.second_moment(optimizer, variable)
         return _preconditioned(1 / ops.sqrt(a + optimizer.epsilon), a)
     return 1.0
-
-
-def step_size(optimizer: Any, variable: Any, learning_rate: Any, step: Any, threshold: str = "adaptive") -> Any:
-    """η = lr·p for `variable` at the update `optimizer` has just applied: scalar or per coordinate.
-
-    `learning_rate` and `step` (t, counted from 1) are those of that update,
-    read before it ran; the optimizer's state is read after it (`preconditioner`).
-    """
-    lr = ops.cast(learning_rate, variable.dtype)
-    p = preconditioner(optimizer, variable, step, threshold)
-    return lr if isinstance(p, float) else lr * p
 
 
 def _in(value: Any, dtype: str) -> Any:

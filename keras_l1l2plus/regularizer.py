@@ -41,6 +41,9 @@ Groups are not scaled by √|g| (Yuan & Lin's weighting): the groups of one
 variable all have the same size, scikit-learn's `MultiTaskLasso` and
 jaxopt's `prox_group_lasso` do not scale either, and a per-layer λ is the
 way to weigh layers of different sizes against each other.
+The group term joins the same custom gradient (`penalty`): its norms
+come from the pass of squares that gives Σx², and its gradient is the
+per-group factor `c_g = 2·l2 + λg/‖x_g‖` times x, one pass backward.
 
 This module is the one place the penalty math lives.
 """
@@ -230,25 +233,56 @@ def group_l1_norm(x: Any, groups: str) -> Any:
     return _group_l1_norm(x)
 
 
-def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient: bool = True) -> tuple[Any, Any, Any]:
-    """`(l1·Σ|x| + l2·Σx², Σ|x|, Σx²)`, the penalty through one custom gradient.
+_NO_FACTOR = Factor(0.0)
 
-        value = l1·Σ|x| + l2·Σx²                       (accumulation dtype)
-        ∂value/∂x = l1·s(x) + 2·l2·x                   (x's dtype; s: `l1_slope`)
 
-    One custom gradient for both terms: the backward pass is
-    `(u·l1)·s(x) + (u·2·l2)·x` for the upstream u, with no broadcast of u
-    and no separate chain per term, and nothing is cast where `x` is in the
-    accumulation dtype already. With `l1_gradient=False` the L1 term
-    counts in the value but not in the gradient (the proximal step applies
-    it). A factor that is the constant 0 is not computed (its sum is None).
-    At least one term must have a gradient (a `ValueError` otherwise):
-    `L1L2Plus.__call__` takes the other cases through `L1L2Plus.sums`.
-    `l1` and `l2` are `Factor`s. On TensorFlow, where the graph executor
-    would hold both full-size halves of that backward at once, a float32 or
-    float64 `x` with both gradients takes Σ|x| through `l1_norm` and leaves
-    Σx² to autodiff (`_keras.fused_gradient_saves_memory`): the same values,
-    and Keras's `L1L2`'s peak memory.
+def _group_squares(xa: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    """`(‖x_g‖₂ of every group, Σx²)` from one pass of squares over `xa` (the norms keep size-1 axes)."""
+    if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
+        return ops.absolute(xa), ops.sum(ops.square(xa))
+    squares = ops.sum(ops.square(xa), axis=axes, keepdims=True)
+    return ops.sqrt(squares), ops.sum(squares)
+
+
+def _safe_sqrt(squares: Any) -> Any:
+    """sqrt, with the gradient 0 (not ∞·0) where `squares` is 0: the group gradient defined at a zero group."""
+    positive = ops.greater(squares, 0)
+    return ops.where(positive, ops.sqrt(ops.where(positive, squares, ops.ones_like(squares))), 0)
+
+
+def penalty(
+    x: Any,
+    l1: Factor,
+    l2: Factor,
+    zero_grad: float = 0.0,
+    proximal: bool = False,
+    group: Factor = _NO_FACTOR,
+    groups: str = "units",
+) -> tuple[Any, Any, Any, Any]:
+    """`(l1·Σ|x| + l2·Σx² + group·Σ_g‖x_g‖₂, Σ|x|, Σx², Σ_g‖x_g‖₂)`, the penalty through one custom gradient.
+
+        value = l1·Σ|x| + l2·Σx² + group·Σ_g ‖x_g‖₂    (accumulation dtype)
+        ∂value/∂x_g = l1·s(x_g) + (2·l2 + group/‖x_g‖)·x_g
+                                                       (x's dtype; s: `l1_slope`;
+                                                        0/0 taken as 0)
+
+    One custom gradient for every term: the backward pass is
+    `(u·l1)·s(x) + (u·c_g)·x` for the upstream u and the per-group factor
+    `c_g = 2·l2 + group/‖x_g‖`, computed on the (small) tensor of group
+    norms, with no separate chain per term; the group norms come from the
+    same pass of squares as Σx² (`_group_squares`). Nothing is cast where
+    `x` is in the accumulation dtype already. With `proximal=True` the L1
+    and group terms count in the value but not in the gradient (the
+    proximal step applies them). A factor that is the constant 0 is not
+    computed (its sum is None). At least one term must have a gradient (a
+    `ValueError` otherwise): `L1L2Plus.__call__` takes the other cases
+    through `L1L2Plus.sums`. `l1`, `l2` and `group` are `Factor`s; `groups`
+    is the group kind (`group_axes`). On TensorFlow, where the graph
+    executor would hold both full-size halves of that backward at once, a
+    float32 or float64 `x` with the L1 and L2 gradients takes Σ|x| through
+    `l1_norm` and leaves Σx² and the group norms to autodiff
+    (`_keras.fused_gradient_saves_memory`): the same values, and Keras's
+    `L1L2`'s peak memory.
 
     The sums come out of the custom gradient's forward pass where the backend
     lets a value leave it (`_keras.forward_values_escape`); elsewhere they
@@ -258,48 +292,73 @@ def penalty(x: Any, l1: Factor, l2: Factor, zero_grad: float = 0.0, l1_gradient:
     x = read_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
     acc = accumulation_dtype(dtype)
-    with_l1, with_l2 = not l1.is_zero, not l2.is_zero
-    if not (with_l2 or (with_l1 and l1_gradient)):
+    with_l1, with_l2, with_group = not l1.is_zero, not l2.is_zero, not group.is_zero
+    if not (with_l2 or ((with_l1 or with_group) and not proximal)):
         raise ValueError("penalty: no term has a gradient; take the value from `L1L2Plus.sums`.")
-    l1, l2 = _factor(l1, acc), _factor(l2, acc)
+    axes = group_axes(tuple(x.shape), groups) if with_group else ()
+    l1, l2, group = _factor(l1, acc), _factor(l2, acc), _factor(group, acc)
     same = acc == dtype  # decided once: float32 and float64 are used as they are, with no cast
-    if same and with_l1 and l1_gradient and with_l2 and not _keras.fused_gradient_saves_memory():
+
+    def value_of(l1_sum, l2_sum, group_sum):
+        total = None
+        for factor, part in ((l1, l1_sum), (l2, l2_sum), (group, group_sum)):
+            if part is not None:
+                total = factor * part if total is None else total + factor * part
+        return total
+
+    if same and with_l1 and not proximal and with_l2 and not _keras.fused_gradient_saves_memory():
         # TensorFlow's graph executor holds both full-size halves of the fused
         # backward at once (one more copy of x than Keras's L1L2 at the peak);
-        # there the L2 term takes autodiff's 2x, which it schedules in place.
-        l1_sum, l2_sum = l1_norm(x, zero_grad), ops.sum(ops.square(x))
-        return l1 * l1_sum + l2 * l2_sum, l1_sum, l2_sum
+        # there the L2 and group terms take autodiff's gradient of the same
+        # squares, which it schedules in place.
+        l1_sum = l1_norm(x, zero_grad)
+        if not with_group:
+            l2_sum, group_sum = ops.sum(ops.square(x)), None
+        elif not axes:
+            l2_sum, group_sum = ops.sum(ops.square(x)), ops.sum(ops.absolute(x))
+        else:
+            squares = ops.sum(ops.square(x), axis=axes, keepdims=True)
+            l2_sum, group_sum = ops.sum(squares), ops.sum(_safe_sqrt(squares))
+        return value_of(l1_sum, l2_sum, group_sum), l1_sum, l2_sum, group_sum
     keep = _keras.forward_values_escape()
-    sums: list = [None, None]
+    sums: list = [None, None, None]
 
     @ops.custom_gradient
     def _penalty(x):
         xa = x if same else ops.cast(x, acc)
         l1_sum = ops.sum(ops.absolute(xa)) if with_l1 else None
-        l2_sum = ops.sum(ops.square(xa)) if with_l2 else None
-        if keep:
-            sums[:] = [l1_sum, l2_sum]
-        if with_l1 and with_l2:
-            value = l1 * l1_sum + l2 * l2_sum
+        norms = group_sum = None
+        if with_group:
+            norms, l2_sum = _group_squares(xa, axes)
+            group_sum = ops.sum(norms)
+            l2_sum = l2_sum if with_l2 else None
         else:
-            value = l1 * l1_sum if with_l1 else l2 * l2_sum
+            l2_sum = ops.sum(ops.square(xa)) if with_l2 else None
+        if keep:
+            sums[:] = [l1_sum, l2_sum, group_sum]
 
         def grad(*args, upstream=None):
             # In the accumulation dtype, and rounded once to x's: a float16 or
-            # bfloat16 gradient is the correctly rounded l1·s(x) + 2·l2·x.
+            # bfloat16 gradient is the correctly rounded l1·s(x) + c_g·x.
             u = _upstream(args, upstream)
             result = None
-            if with_l1 and l1_gradient:
+            if with_l1 and not proximal:
                 result = (u * l1) * l1_slope(xa, zero_grad)
-            if with_l2:
-                scaled = (u * (2 * l2)) * xa
+            scale = u * (2 * l2) if with_l2 else None
+            if with_group and not proximal:
+                # group/‖x_g‖, and group/1 at a zero group, whose x_g is 0.
+                safe = ops.where(ops.equal(norms, 0), ops.ones_like(norms), norms)
+                per_group = (u * group) / safe
+                scale = per_group if scale is None else scale + per_group
+            if scale is not None:
+                scaled = scale * xa
                 result = scaled if result is None else result + scaled
             return result if same else ops.cast(result, dtype)
 
-        return value, grad
+        return value_of(l1_sum, l2_sum, group_sum), grad
 
     value = _penalty(x)
-    return value, sums[0], sums[1]
+    return value, sums[0], sums[1], sums[2]
 
 
 def _lambda_property(kind: str) -> property:
@@ -467,18 +526,20 @@ class L1L2Plus(keras.regularizers.Regularizer):
         )
 
     def __call__(self, x: Any) -> Any:
-        """The penalty `l1 * Σ|x| + l2 * Σx² + group * Σ_g ‖x_g‖` as a scalar tensor (one custom gradient for
-        the first two, `penalty`)."""
+        """The penalty `l1 * Σ|x| + l2 * Σx² + group * Σ_g ‖x_g‖` as a scalar tensor (one custom gradient,
+        `penalty`)."""
         tensor = as_input(x)  # `x` itself keys the recorded sums
-        l1, l2 = self._l1, self._l2
-        if l2.is_zero and (self.proximal or l1.is_zero):  # no gradient to define
+        l1, l2, group = self._l1, self._l2, self._group
+        if l2.is_zero and (self.proximal or (l1.is_zero and group.is_zero)):  # no gradient to define
             l1_sum, l2_sum = self.sums(tensor)
+            group_sum = self.group_sum(tensor)
             value = self._terms_of(tensor, l1_sum, l2_sum)[0]
+            if group_sum is not None:
+                value = value + _factor(group, accumulation_dtype(tensor.dtype)) * group_sum
         else:
-            value, l1_sum, l2_sum = penalty(tensor, l1, l2, self.zero_grad, l1_gradient=not self.proximal)
-        group_sum = self.group_sum(tensor)
-        if group_sum is not None:
-            value = value + _factor(self._group, accumulation_dtype(tensor.dtype)) * group_sum
+            value, l1_sum, l2_sum, group_sum = penalty(
+                tensor, l1, l2, self.zero_grad, self.proximal, group, groups=self.groups
+            )
         recorded = getattr(_recording, "terms", None)
         if recorded is not None and (l1_sum is not None or l2_sum is not None or group_sum is not None):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on

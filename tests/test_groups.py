@@ -51,15 +51,27 @@ def kernel_with_a_dead_unit(shape=(4, 3), dead_column=1, dead_row=None, seed=0):
 @pytest.mark.parametrize("groups", ["units", "inputs"])
 @pytest.mark.parametrize("shape", [(4, 3), (3, 3, 2, 4)], ids=["dense", "conv2d"])
 @pytest.mark.parametrize("mode", ["eager", "compiled", "xla"])
-def test_value_and_gradient_against_numpy(groups, shape, mode):
+@pytest.mark.parametrize("l2", [0.0, 0.05], ids=["l1", "l1_l2"])  # with L2: the norms from its squares
+def test_value_and_gradient_against_numpy(groups, shape, mode, l2):
     w = kernel_with_a_dead_unit(shape, dead_column=1, dead_row=0)  # a dead unit and a dead input feature
     l1, group = 0.01, 0.3
-    value, grad = value_and_grad(L1L2Plus(l1=l1, group=group, groups=groups), w, mode)
+    value, grad = value_and_grad(L1L2Plus(l1=l1, l2=l2, group=group, groups=groups), w, mode)
     norms = numpy_group_norms(w, groups)
     assert (norms == 0).sum() == 1  # the problem has one zero group
-    assert float(to_numpy(value)) == pytest.approx(l1 * np.abs(w).sum() + group * norms.sum(), rel=1e-6)
-    expected = l1 * np.sign(w) + group * numpy_group_gradient(w, groups)
+    expected_value = l1 * np.abs(w).sum() + l2 * np.square(w.astype("float64")).sum() + group * norms.sum()
+    assert float(to_numpy(value)) == pytest.approx(expected_value, rel=1e-6)
+    expected = l1 * np.sign(w) + 2 * l2 * w + group * numpy_group_gradient(w, groups)
     np.testing.assert_allclose(to_numpy(grad), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_a_proximal_group_term_counts_in_the_value_and_not_in_the_gradient(l2):
+    w = kernel_with_a_dead_unit((5, 3))
+    value, grad = value_and_grad(L1L2Plus(l1=0.01, l2=l2, group=0.3, proximal=True), w)
+    expected = 0.01 * np.abs(w).sum() + l2 * np.square(w.astype("float64")).sum()
+    expected += 0.3 * numpy_group_norms(w, "units").sum()
+    assert float(to_numpy(value)) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(to_numpy(grad), 2 * l2 * w, rtol=1e-6, atol=1e-8)
 
 
 def test_the_gradient_at_a_zero_group_is_zero():
