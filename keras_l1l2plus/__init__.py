@@ -17,6 +17,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 (tf.k
     raise ImportError(f"keras_l1l2plus needs Keras 3; Keras {keras.__version__} is installed.")
 
 from keras_l1l2plus.apply import regularize  # noqa: E402
+from keras_l1l2plus.describe import describe  # noqa: E402
 from keras_l1l2plus.logger import PenaltyLogger  # noqa: E402
 from keras_l1l2plus.path import RegularizationPath, regularization_path  # noqa: E402
 from keras_l1l2plus.proximal import ProximalL1, ProximalOptimizer  # noqa: E402, F401 - ProximalL1: removed
@@ -34,6 +35,7 @@ __all__ = [
     "PenaltySchedule",
     "ProximalOptimizer",
     "RegularizationPath",
+    "describe",
     "penalty_terms",
     "regularization_path",
     "regularize",

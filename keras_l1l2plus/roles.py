@@ -23,8 +23,10 @@ __all__ = [
     "BIAS",
     "WEIGHT",
     "OwnedVariable",
+    "PlacedLayer",
     "is_normalization",
     "owned_trainable_variables",
+    "placed_layers",
     "regularizer_attributes",
     "role",
     "walk_layers",
@@ -112,6 +114,37 @@ def walk_layers(model: Any) -> Iterator[tuple[Any, ...]]:
             yield from walk((*chain, sublayer))
 
     yield from walk((model,))
+
+
+class PlacedLayer(NamedTuple):
+    """A layer of a model and where it is.
+
+    `path` is its `OwnedVariable.layer_path` (the first way to it, depth
+    first); `paths` every way to it (a layer held by two parents has two);
+    `containers` the layers that contain it on any of them, the model first.
+    """
+
+    layer: Any
+    path: str
+    paths: tuple[str, ...]
+    containers: tuple[Any, ...]
+
+
+def placed_layers(model: Any) -> list[PlacedLayer]:
+    """Every layer of `model` once, `model` first, depth first, with where it is (`PlacedLayer`)."""
+    found: dict[int, tuple[Any, list, dict]] = {}
+    for chain in walk_layers(model):
+        layer = chain[-1]
+        path = "/".join(item.name for item in chain[1:]) or model.name
+        _, paths, containers = found.setdefault(id(layer), (layer, [], {}))
+        if path not in paths:
+            paths.append(path)
+        for container in chain[:-1]:
+            containers.setdefault(id(container), container)
+    return [
+        PlacedLayer(layer, paths[0], tuple(paths), tuple(containers.values()))
+        for layer, paths, containers in found.values()
+    ]
 
 
 def owned_trainable_variables(model: Any) -> Iterator[OwnedVariable]:

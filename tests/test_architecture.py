@@ -12,7 +12,7 @@ FLOORS = [
     {"_keras", "factors", "logger.progress", "shrink"},  # the seam; λ and argument validation; the progress line;
     # shrink (a smaller model from zero units: public Keras only, no package import)
     {"regularizer", "roles", "steps"},  # the penalty math; weight vs bias; step functions
-    {"terms", "proximal"},  # a model's terms; the proximal optimizer
+    {"terms", "proximal", "describe"},  # a model's terms; the proximal optimizer; what every variable gets
     {"apply", "schedule", "tensorboard_layout", "logger.metric"},  # regularize; λ schedules; the logger's metric
     {"logger.attachment"},  # the logger's state machine
     {"logger.callback"},  # PenaltyLogger
