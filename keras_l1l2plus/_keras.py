@@ -39,6 +39,8 @@ __all__ = [
     "restore_flat_results",
     "returns_flat_results",
     "running_call",
+    "SAVEABLE_KIND",
+    "saveable_base",
     "same_call",
     "second_moment",
     "set_step_function",
@@ -583,3 +585,31 @@ def gradients(loss_fn: Any, variables: list, others: list = ()) -> Any:
         return [keras.ops.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
 
     return gradient
+
+
+SAVEABLE_KIND = "Loss"  # see saveable_base
+
+
+def saveable_base() -> type:
+    """The base class that makes Keras's saving visit an object's own variables: `KerasSaveable`.
+
+    `.keras` files and `save_weights` walk a model's layers and, in each,
+    every attribute that is a `KerasSaveable` (layers, optimizers, metrics),
+    calling its `save_own_variables` / `load_own_variables` under the
+    attribute's path (keras/src/saving/saving_lib.py, `_save_state`). An
+    `L1L2Plus` with an anchor (L2-SP) keeps w₀ in a variable of its own;
+    as a `KerasSaveable`, held in the layer's `kernel_regularizer`, its w₀
+    is saved at `layers/<layer>/kernel_regularizer/vars` and loaded back
+    into the regularizer Keras rebuilds from the config. No public base
+    does this (a `Layer` attribute would change the layer's own weights,
+    and a layer rebuilt from its config would not have it). Fallback, when
+    Keras moves it: `object`, and an anchored regularizer's w₀ is not saved
+    (the seam test fails first). `SAVEABLE_KIND` is what its `_obj_type()`
+    returns: Keras's saving accepts only its own kinds there, and uses the
+    kind to skip a reference object's attributes in that walk.
+    """
+    try:
+        from keras.src.saving.keras_saveable import KerasSaveable
+    except ImportError:  # pragma: no cover - a Keras that moved it
+        return object
+    return KerasSaveable

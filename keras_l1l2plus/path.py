@@ -58,7 +58,7 @@ from keras_l1l2plus.logger.callback import PenaltyLogger
 from keras_l1l2plus.regularizer import as_l1l2plus, group_axes
 from keras_l1l2plus.roles import owned_trainable_variables
 from keras_l1l2plus.schedule import PenaltySchedule, term_regularizers
-from keras_l1l2plus.terms import LAMBDA_NAMES, penalty_terms
+from keras_l1l2plus.terms import LAMBDA_NAMES, penalty_terms, term_needs, term_parts
 
 __all__ = ["RegularizationPath", "from_sklearn", "lambda_max", "regularization_path", "to_sklearn"]
 
@@ -119,7 +119,7 @@ def _moving_terms(model: Any, terms: Any) -> dict[str, float]:
     if terms is None:  # every λ the model has now, in the ratios it has now
         values = {}
         for term in LAMBDA_NAMES:
-            found = [r.factor(term.split("_")[0]).value for r in term_regularizers(model, term)]
+            found = [r.factor(term_parts(term)[0]).value for r in term_regularizers(model, term)]
             if found and max(found) > 0:
                 values[term] = max(found)
         if not values:
@@ -128,7 +128,7 @@ def _moving_terms(model: Any, terms: Any) -> dict[str, float]:
                 "Put them on first, e.g. keras_l1l2plus.regularize(model, l1_weight=1e-3, proximal_weight=True), "
                 "or name them: terms={'l1_weight': 1.0}."
             )
-        reference = next((values[t] for t in values if t.split("_")[0] in _SPARSE_KINDS), max(values.values()))
+        reference = next((values[t] for t in values if term_parts(t)[0] in _SPARSE_KINDS), max(values.values()))
         return {term: value / reference for term, value in values.items()}
     if isinstance(terms, str):
         terms = {terms: 1.0}
@@ -149,9 +149,9 @@ def _moving_terms(model: Any, terms: Any) -> dict[str, float]:
     for term, ratio in terms.items():
         _positive(ratio, f"terms[{term!r}]")
         if not term_regularizers(model, term):
-            what = "with a group term" if term.startswith("group") else "regularizer"
+            what = term_needs(term)
             raise ValueError(
-                f"Invalid value for argument `terms`: no {term.split('_')[1]} of model {model.name!r} has an "
+                f"Invalid value for argument `terms`: no {term_parts(term)[1]} of model {model.name!r} has an "
                 f"L1L2Plus {what} for {term!r}. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<a λ>). Received: terms={terms!r}"
             )
@@ -378,7 +378,7 @@ class RegularizationPath:
         clone.set_weights(self.weights_at(self.lambdas[i]))
         for term, ratio in self.terms.items():
             for regularizer in term_regularizers(clone, term):
-                regularizer.schedule(term.split("_")[0], Factor(self.lambdas[i] * ratio))
+                regularizer.schedule(term_parts(term)[0], Factor(self.lambdas[i] * ratio))
         _compile_like(clone, self.model)
         return clone
 

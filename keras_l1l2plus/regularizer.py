@@ -52,9 +52,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
+import weakref
 from typing import Any, Iterator
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_l1l2plus import _keras
@@ -71,7 +74,7 @@ __all__ = [
     "recording_terms",
 ]
 
-_CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal", "group", "groups")
+_CONFIG_KEYS = ("l1", "l2", "zero_grad", "proximal", "group", "groups", "l2_anchor", "anchor")
 GROUPS = ("units", "inputs")
 
 # Per thread (tf.distribute traces each replica in a thread of its own).
@@ -363,7 +366,7 @@ def penalty(
 
 def _lambda_property(kind: str) -> property:
     """`L1L2Plus.l1` / `.l2` / `.group`: the λ now, a float (as `keras.regularizers.L1L2.l1`); set, a constant again."""
-    symbol = {"l1": "λ1", "l2": "λ2", "group": "λg"}[kind]
+    symbol = {"l1": "λ1", "l2": "λ2", "group": "λg", "l2_anchor": "λa"}[kind]
 
     def get(self) -> float:
         return self.factor(kind).value
@@ -391,7 +394,7 @@ def validate_groups(value: Any) -> str:
 
 
 @keras.saving.register_keras_serializable(package="keras_l1l2plus")
-class L1L2Plus(keras.regularizers.Regularizer):
+class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
     """L1 and L2 penalties with a defined L1 gradient at zero.
 
     A drop-in for `keras.regularizers.L1L2`:
@@ -451,6 +454,26 @@ class L1L2Plus(keras.regularizers.Regularizer):
         groups: what a group is: `"units"` (default; every axis but the
             last: a kernel's column, a filter) or `"inputs"` (every axis but
             the second to last: a kernel's row). Used when `group > 0`.
+        l2_anchor: λa of the L2 term toward reference weights w₀ (L2-SP,
+            below), a finite float ≥ 0. Keyword only. Default 0.
+        anchor: w₀, an array of the regularized variable's shape (numpy, a
+            backend tensor, a `keras.Variable`): copied into this
+            regularizer's own non-trainable variable (`anchor`), saved with
+            the model's weights. Keyword only; needed when `l2_anchor > 0`.
+            An anchored regularizer belongs to one variable.
+
+    L2 toward reference weights (L2-SP; Li, Grandvalet & Davoine, "Explicit
+    Inductive Bias for Transfer Learning with Convolutional Networks", ICML
+    2018): with `l2_anchor=λa` and `anchor=w₀`, the penalty adds
+
+        A(x) = λa · Σ(x − w₀)²,    ∂A/∂x = 2·λa·(x − w₀)
+
+    which keeps fine-tuned weights near the pretrained ones rather than near
+    zero. It is smooth, so it keeps its gradient under `proximal=True`.
+    w₀ is not a weight of the layer: it is in neither `model.weights` nor
+    `get_weights()`, and a `.keras` file or `save_weights` stores it under
+    the layer's regularizer (`layers/<layer>/kernel_regularizer/vars`),
+    one more copy of the anchored variables in the file.
     """
 
     def __init__(
@@ -461,25 +484,133 @@ class L1L2Plus(keras.regularizers.Regularizer):
         proximal: bool = False,
         group: float = 0.0,
         groups: str = "units",
+        *,
+        l2_anchor: float = 0.0,
+        anchor: Any = None,
     ):
         self._l1, self._l2 = Factor(validate_penalty(l1, "l1")), Factor(validate_penalty(l2, "l2"))
         self._group = Factor(validate_penalty(group, "group"))
+        self._l2_anchor = Factor(validate_penalty(l2_anchor, "l2_anchor"))
         self.zero_grad = validate_zero_grad(zero_grad)
         self.proximal = validate_flag(proximal, "proximal")
         self.groups = validate_groups(groups)
+        self._anchor = self._anchor_key = None
+        self._anchor_pending = False
+        if anchor is not None:
+            self._set_anchor(anchor)
+        elif l2_anchor:
+            raise ValueError(
+                "Invalid value for argument `anchor`: an L2 term toward reference weights (`l2_anchor`) needs "
+                "them, an array of the variable's shape (keras_l1l2plus.regularize(model, "
+                "l2_anchor_weight=...) takes each variable's weights at the call). "
+                f"Received: anchor=None with l2_anchor={l2_anchor!r}"
+            )
 
     l1 = _lambda_property("l1")
     l2 = _lambda_property("l2")
     group = _lambda_property("group")
+    l2_anchor = _lambda_property("l2_anchor")
+
+    # --- the anchor w₀ (L2-SP) ------------------------------------------------------------------------------
+
+    def _set_anchor(self, anchor: Any) -> None:
+        """Keeps a copy of `anchor` (an array, a tensor, a variable, or a config's `{"shape", "dtype", "key"}`)
+        as this regularizer's own non-trainable variable."""
+        if isinstance(anchor, dict):  # from a config: the values are in the weights file, or still in memory
+            shape, dtype, key = _anchor_spec(anchor)
+            live = _ANCHORS.get(key)
+            if live is not None and tuple(live.shape) == shape:  # clone_model, from_config in this process
+                values = np.array(ops.convert_to_numpy(live.value), dtype=dtype)
+            else:  # a fresh process: `load_own_variables` fills it (`.keras`, `load_weights`)
+                values, self._anchor_pending = np.zeros(shape, dtype), True
+        else:
+            try:
+                # A copy on the host: on PyTorch a Variable made from the kernel's tensor would share its storage.
+                values = np.array(ops.convert_to_numpy(anchor), copy=True)
+                if values.dtype.kind not in "biuf":
+                    raise TypeError(values.dtype)
+            except Exception as error:
+                raise TypeError(
+                    "Invalid value for argument `anchor`: expected an array of the variable's shape (numpy, a "
+                    f"backend tensor or a keras.Variable). Received: anchor={anchor!r}"
+                ) from error
+            if values.dtype.kind != "f" or not np.all(np.isfinite(values)):
+                raise ValueError(
+                    "Invalid value for argument `anchor`: expected finite floats. "
+                    f"Received: anchor of dtype {values.dtype} with shape {values.shape}"
+                )
+        self._anchor = keras.Variable(values, trainable=False, autocast=False, name="anchor")
+        self._anchor_key = uuid.uuid4().hex
+        _ANCHORS[self._anchor_key] = self._anchor
+        # Only an anchored regularizer has variables for Keras's saving to visit (`_keras.saveable_base`):
+        # others write nothing, and their files stay those of 0.4.
+        self.save_own_variables = self._save_anchor
+        self.load_own_variables = self._load_anchor
+
+    @property
+    def anchored(self) -> bool:
+        """Whether this regularizer holds reference weights w₀ (`anchor`)."""
+        return self._anchor is not None
+
+    @property
+    def anchor(self) -> Any:
+        """w₀, the reference weights of the `l2_anchor` term: a non-trainable `keras.Variable`, or None."""
+        return self._anchor
+
+    def _obj_type(self) -> str:
+        # KerasSaveable's: the kind whose attribute skip-list Keras's saving uses when it walks this object's
+        # attributes for saveable children (a regularizer has none); Keras accepts only its own kinds.
+        return _keras.SAVEABLE_KIND
+
+    def _save_anchor(self, store: Any) -> None:
+        store["0"] = self._anchor
+
+    def _load_anchor(self, store: Any) -> None:
+        if not len(store.keys()):  # a file saved without it (an older version, or no anchor then)
+            return
+        values = store["0"]
+        if tuple(values.shape) != tuple(self._anchor.shape):
+            raise ValueError(
+                f"L1L2Plus: the anchor in the file has shape {tuple(values.shape)}, the regularizer's "
+                f"variable {tuple(self._anchor.shape)}; the file belongs to another model."
+            )
+        self._anchor.assign(values)
+        self._anchor_pending = False
+
+    def anchor_sum(self, x: Any) -> Any:
+        """Σ(x − w₀)² in the accumulation dtype, with its gradient 2(x − w₀); None where there is no l2_anchor term."""
+        if self._anchor is None or self._l2_anchor.is_zero:
+            return None
+        x = as_input(x)
+        if self._anchor_pending:
+            raise ValueError(
+                "L1L2Plus: this regularizer's reference weights w₀ (l2_anchor) were not loaded: it was "
+                "rebuilt from a config alone (model_from_json, or from_config in another process), and w₀ "
+                "is saved with the weights. Load them: model.load_weights(<the .keras or .weights.h5 "
+                "file>), or keras.saving.load_model(<the .keras file>)."
+            )
+        if tuple(x.shape) != tuple(self._anchor.shape):
+            raise ValueError(
+                f"Invalid value for argument `x`: this L1L2Plus's anchor has shape {tuple(self._anchor.shape)}, "
+                f"the regularized tensor {tuple(x.shape)}; an anchored regularizer belongs to one variable. "
+                f"Received: x of shape {tuple(x.shape)}"
+            )
+        acc = accumulation_dtype(x.dtype)
+        return ops.sum(ops.square(in_dtype(x, acc) - in_dtype(self._anchor.value, acc)))
+
+    def __reduce__(self):
+        # Not KerasSaveable's (which pickles a whole model): the config, and w₀'s values where there is one.
+        values = None if self._anchor is None else ops.convert_to_numpy(self._anchor.value)
+        return _restore, (type(self), self.get_config(), values)
 
     def factor(self, kind: str) -> Factor:
-        """The `Factor` of `kind` ("l1", "l2" or "group"): how the step reads that λ."""
-        return {"l1": self._l1, "l2": self._l2, "group": self._group}[kind]
+        """The `Factor` of `kind` ("l1", "l2", "group" or "l2_anchor"): how the step reads that λ."""
+        return {"l1": self._l1, "l2": self._l2, "group": self._group, "l2_anchor": self._l2_anchor}[kind]
 
     def schedule(self, kind: str, factor: Factor) -> None:
         """Makes the step read λ `kind` from `factor`: an entry of the model's λ vector (`PenaltySchedule`),
         or a constant (`l1`/`l2`/`group` set)."""
-        setattr(self, {"l1": "_l1", "l2": "_l2", "group": "_group"}[kind], factor)
+        setattr(self, {"l1": "_l1", "l2": "_l2", "group": "_group", "l2_anchor": "_l2_anchor"}[kind], factor)
 
     def sums(self, x: Any) -> tuple[Any, Any]:
         """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
@@ -540,22 +671,29 @@ class L1L2Plus(keras.regularizers.Regularizer):
             value, l1_sum, l2_sum, group_sum = penalty(
                 tensor, l1, l2, self.zero_grad, self.proximal, group, groups=self.groups
             )
+        anchor_sum = self.anchor_sum(tensor)
+        if anchor_sum is not None:
+            value = value + _factor(self._l2_anchor, accumulation_dtype(tensor.dtype)) * anchor_sum
         recorded = getattr(_recording, "terms", None)
-        if recorded is not None and (l1_sum is not None or l2_sum is not None or group_sum is not None):
+        if recorded is not None and any(s is not None for s in (l1_sum, l2_sum, group_sum, anchor_sum)):
             # Keras's TensorFlow and PyTorch trainers call the regularizers on
             # the variables inside compute_loss; their sums are kept for the
             # logs. The JAX trainer calls them earlier, in stateless_call, on
             # the variables' values, and its sums stay in the custom gradient
             # (`penalty`): penalty_terms computes them again there, and XLA
             # merges the two computations.
-            recorded[id(x)] = (x, l1_sum, l2_sum, self, group_sum)
+            recorded[id(x)] = (x, l1_sum, l2_sum, self, group_sum, anchor_sum)
         return value
 
     def get_config(self) -> dict[str, Any]:
         """Plain values; a variable λ is saved as its value now (the λ of the moment).
 
         `group` and `groups` are written only for a regularizer with a group
-        term, so one without keeps the config of 0.4 and before.
+        term, `l2_anchor` and `anchor` only for one with reference weights w₀,
+        so one without keeps the config of 0.4 and before. `anchor` holds
+        w₀'s shape, dtype and a key, not its values: those are saved with the
+        weights (`.keras`, `save_weights`); `from_config` in the same process
+        (`clone_model`) copies them from the live regularizer of that key.
         """
         config = {
             "l1": self.l1,
@@ -565,12 +703,15 @@ class L1L2Plus(keras.regularizers.Regularizer):
         }
         if not self._group.is_zero:
             config.update(group=self.group, groups=self.groups)
+        if self._anchor is not None:  # w₀'s values are saved with the weights (`_keras.saveable_base`)
+            spec = {"shape": list(self._anchor.shape), "dtype": self._anchor.dtype, "key": self._anchor_key}
+            config.update(l2_anchor=self.l2_anchor, anchor=spec)
         return config
 
     @property
     def scheduled(self) -> bool:
         """Whether a λ of this regularizer is read from the model's λ vector (set by `PenaltySchedule`)."""
-        return self._l1.scheduled or self._l2.scheduled or self._group.scheduled
+        return any(f.scheduled for f in (self._l1, self._l2, self._group, self._l2_anchor))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "L1L2Plus":
@@ -590,7 +731,7 @@ class L1L2Plus(keras.regularizers.Regularizer):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, L1L2Plus):
             return NotImplemented
-        if self.scheduled or other.scheduled:  # a value that changes: only itself
+        if self.scheduled or other.scheduled or self.anchored or other.anchored:  # a value that changes, or w₀
             return self is other
         return self.get_config() == other.get_config()
 
@@ -598,14 +739,43 @@ class L1L2Plus(keras.regularizers.Regularizer):
         # What never changes, so a regularizer keeps its hash when a schedule takes its λs; `groups` only
         # with a group term, as in the config that equality compares.
         groups = None if self._group.is_zero else self.groups
-        return hash((type(self).__name__, self.zero_grad, self.proximal, groups))
+        return hash((type(self).__name__, self.zero_grad, self.proximal, groups, self._anchor_key))
 
     def __repr__(self) -> str:
         config = self.get_config()
         if not config["proximal"]:
             del config["proximal"]
+        if "anchor" in config:
+            config["anchor"] = tuple(config["anchor"]["shape"])
         args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args}{', scheduled' if self.scheduled else ''})"
+
+
+# Every live anchor by its key, so that `from_config` in the same process (`clone_model`) copies w₀.
+_ANCHORS: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+
+
+def _anchor_spec(spec: dict) -> tuple[tuple[int, ...], str, str]:
+    """`(shape, dtype, key)` of a config's `anchor`, or a `ValueError` naming it."""
+    try:
+        shape = tuple(int(n) for n in spec["shape"])
+        dtype = keras.backend.standardize_dtype(spec["dtype"])
+        key = str(spec["key"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            'Invalid value for argument `anchor`: a config\'s anchor is {"shape": [...], "dtype": ..., '
+            f'"key": ...}} (its values are saved with the weights). Received: anchor={spec!r}'
+        ) from error
+    return shape, dtype, key
+
+
+def _restore(cls: type, config: dict, values: Any) -> "L1L2Plus":
+    """An `L1L2Plus` from `__reduce__`'s config and w₀ (pickle, `copy.deepcopy`)."""
+    regularizer = cls.from_config(config)
+    if values is not None:
+        regularizer._anchor.assign(values)
+        regularizer._anchor_pending = False
+    return regularizer
 
 
 def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:

@@ -4,6 +4,7 @@ The loss at optimizer step t (epoch e) is
 
     Loss(t) = DataLoss + λ1w(t)·Σ|w| + λ1b(t)·Σ|b| + λ2w(t)·Σw² + λ2b(t)·Σb²
               (+ λgw(t)·Σ_g‖w_g‖ + λgb(t)·Σ_g‖b_g‖ where a group term is on)
+              (+ λaw(t)·Σ(w − w₀)² + λab(t)·Σ(b − b₀)² where an anchor is)
 
 where each λ is a constant, a `keras.optimizers.schedules.LearningRateSchedule`
 of the optimizer's iteration count t (`PolynomialDecay`, `CosineDecay`,
@@ -13,9 +14,10 @@ step 0 slows early training), annealing, and gradual sparsity (raise the
 proximal λ1 until a target fraction of the weights is exactly 0).
 
 How: the scheduled λs of a model are the entries of one non-trainable
-float32 `keras.Variable` of 6 (`lambdas`, in the order l1_weight, l1_bias,
-l2_weight, l2_bias, group_weight, group_bias). The `L1L2Plus` regularizers of a role read their entry
-in the step (`L1L2Plus.factor("l1")` is a `Factor` of that entry), so a new value reaches the
+float32 `keras.Variable` of 8 (`lambdas`, in the order l1_weight, l1_bias,
+l2_weight, l2_bias, group_weight, group_bias, l2_anchor_weight, l2_anchor_bias).
+The `L1L2Plus` regularizers of a role read their entry in the step
+(`L1L2Plus.factor("l1")` is a `Factor` of that entry), so a new value reaches the
 next step with no new trace, under `jit_compile`, `steps_per_execution` and
 `tf.distribute`. On JAX the variable is part of the state the trainer threads
 through the jitted step (and of a `ProximalOptimizer`'s, for the proximal
@@ -49,7 +51,7 @@ from keras_l1l2plus.regularizer import L1L2Plus
 from keras_l1l2plus.roles import regularizer_attributes, walk_layers
 from keras_l1l2plus.roles import role as variable_role
 from keras_l1l2plus.steps import retrace
-from keras_l1l2plus.terms import LAMBDA_NAMES
+from keras_l1l2plus.terms import LAMBDA_NAMES, term_needs, term_parts
 
 __all__ = ["PenaltySchedule", "lambda_variables", "term_regularizers"]
 
@@ -65,7 +67,7 @@ def lambda_variables(model: Any) -> dict[str, Factor]:
     return {
         term: entry
         for term, entry in state["entries"].items()
-        if any(r.factor(term.split("_")[0]) is entry for r in term_regularizers(model, term))
+        if any(r.factor(term_parts(term)[0]) is entry for r in term_regularizers(model, term))
     }
 
 
@@ -99,11 +101,14 @@ def _role_regularizers(model: Any, role: str, warn: bool = False) -> list[L1L2Pl
 
 def term_regularizers(model: Any, term: str, warn: bool = False) -> list[L1L2Plus]:
     """The `L1L2Plus` a schedule of `term` sets: every one of its role; for a group term, those with one
-    (a group term needs its `groups`, which only `regularize` or the user chose)."""
-    kind, role = term.split("_")
+    (a group term needs its `groups`, which only `regularize` or the user chose); for an anchor term, the
+    anchored ones."""
+    kind, role = term_parts(term)
     found = _role_regularizers(model, role, warn=warn)
     if kind == "group":
         found = [r for r in found if not r.factor("group").is_zero]
+    elif kind == "l2_anchor":  # only where there is a w₀ to pull toward
+        found = [r for r in found if r.anchored]
     return found
 
 
@@ -119,9 +124,9 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     for term in terms:
         regularizers[term] = term_regularizers(model, term, warn=True)
         if not regularizers[term]:
-            what = "with a group term" if term.startswith("group") else "regularizer"
+            what = term_needs(term)
             raise ValueError(
-                f"PenaltySchedule({term}=...): no {term.split('_')[1]} of model {model.name!r} has an L1L2Plus "
+                f"PenaltySchedule({term}=...): no {term_parts(term)[1]} of model {model.name!r} has an L1L2Plus "
                 f"{what} to schedule. Put them on first, e.g. "
                 f"keras_l1l2plus.regularize(model, {term}=<the starting λ>)."
             )
@@ -137,7 +142,7 @@ def _schedule_on(model: Any, terms: tuple[str, ...]) -> tuple[dict, list]:
     targets = [vector]
     changed = False
     for term in terms:
-        kind = term.split("_")[0]
+        kind = term_parts(term)[0]
         entry = state["entries"].get(term)
         if entry is None or all(r.factor(kind) is not entry for r in regularizers[term]):
             # First schedule of this term, or regularize() put constants back: start from the current λ.
@@ -240,8 +245,8 @@ class PenaltySchedule(keras.callbacks.Callback):
     0.25
 
     Args:
-        l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias:
-            the schedule of each λ.
+        l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias,
+        l2_anchor_weight, l2_anchor_bias: the schedule of each λ.
     """
 
     def __init__(
@@ -252,9 +257,16 @@ class PenaltySchedule(keras.callbacks.Callback):
         l2_bias: Schedule | None = None,
         group_weight: Schedule | None = None,
         group_bias: Schedule | None = None,
+        l2_anchor_weight: Schedule | None = None,
+        l2_anchor_bias: Schedule | None = None,
     ):
         super().__init__()
-        given = dict(zip(LAMBDA_NAMES, (l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias)))
+        given = dict(
+            zip(
+                LAMBDA_NAMES,
+                (l1_weight, l1_bias, l2_weight, l2_bias, group_weight, group_bias, l2_anchor_weight, l2_anchor_bias),
+            )
+        )
         self.schedules = {term: _validate_schedule(s, term) for term, s in given.items() if s is not None}
         if not self.schedules:
             raise ValueError(

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Union
 
 from keras_l1l2plus.factors import validate_flag
-from keras_l1l2plus.terms import GROUP_TERMS, TERM_NAMES
+from keras_l1l2plus.terms import ANCHOR_TERMS, GROUP_TERMS, TERM_NAMES
 
-__all__ = ["CATEGORY", "GROUP_CHARTS", "TERM_CHARTS", "tensorboard_layout", "write_tensorboard_layout"]
+__all__ = ["ANCHOR_CHARTS", "CATEGORY", "GROUP_CHARTS", "TERM_CHARTS", "tensorboard_layout", "write_tensorboard_layout"]
 
 CATEGORY = "keras-l1l2plus: Loss = DataLoss + L1w + L1b + L2w + L2b"
 #: One chart per term, in the layout's order: the weight terms side by side, then the bias terms.
@@ -47,6 +47,11 @@ TERM_CHARTS = {
 GROUP_CHARTS = {
     "group_weight": "group_weight = λg·Σ_g ‖w_g‖₂ over the weights",
     "group_bias": "group_bias = λg·Σ_g ‖b_g‖₂ over the biases",
+}
+#: With `anchors=True`: L2 toward reference weights (L2-SP), one chart each.
+ANCHOR_CHARTS = {
+    "l2_anchor_weight": "l2_anchor_weight = λa·Σ(w − w₀)² over the anchored weights",
+    "l2_anchor_bias": "l2_anchor_bias = λa·Σ(b − b₀)² over the anchored biases",
 }
 
 
@@ -62,7 +67,7 @@ def _tensorboard():
     return layout_pb2
 
 
-def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False, groups: bool = False):
+def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False, groups: bool = False, anchors: bool = False):
     """The custom-scalars `Layout` proto of the charts above."""
     layout_pb2 = _tensorboard()
 
@@ -76,18 +81,25 @@ def tensorboard_layout(*, sparsity: bool = False, per_layer: bool = False, group
     ]
     if groups:
         charts.extend(chart(title, rf"^epoch_{term}$") for term, title in GROUP_CHARTS.items())
+    if anchors:
+        charts.extend(chart(title, rf"^epoch_{term}$") for term, title in ANCHOR_CHARTS.items())
     if sparsity:
         charts.append(chart("sparsity: fraction of exactly-zero entries", r"^epoch_sparsity_(weight|bias)$"))
     if sparsity and groups:
         charts.append(chart("live_groups: groups (units, features) not exactly 0", r"^epoch_live_groups$"))
     if per_layer:
-        terms = (*TERM_NAMES, *GROUP_TERMS) if groups else TERM_NAMES
+        terms = (*TERM_NAMES, *(GROUP_TERMS if groups else ()), *(ANCHOR_TERMS if anchors else ()))
         charts.extend(chart(f"{term} per layer", rf"^epoch_{term}/") for term in terms)
     return layout_pb2.Layout(category=[layout_pb2.Category(title=CATEGORY, chart=charts)])
 
 
 def write_tensorboard_layout(
-    log_dir: Union[str, os.PathLike], *, sparsity: bool = False, per_layer: bool = False, groups: bool = False
+    log_dir: Union[str, os.PathLike],
+    *,
+    sparsity: bool = False,
+    per_layer: bool = False,
+    groups: bool = False,
+    anchors: bool = False,
 ) -> Path:
     """Writes the layout into `log_dir`, the directory given to `keras.callbacks.TensorBoard`.
 
@@ -101,7 +113,8 @@ def write_tensorboard_layout(
     `sparsity_*` when some variable takes the proximal step), `per_layer=True`
     one chart per term with each layer's share (`PenaltyLogger(per_layer=True)`),
     `groups=True` the group lasso's charts (`group_weight`, `group_bias`,
-    and with `sparsity=True` `live_groups`).
+    and with `sparsity=True` `live_groups`), `anchors=True` the L2-SP terms
+    charts (`l2_anchor_weight`, `l2_anchor_bias`).
     Returns the event file written.
 
     Example:
@@ -130,7 +143,9 @@ def write_tensorboard_layout(
     sparsity = validate_flag(sparsity, "sparsity")
     per_layer = validate_flag(per_layer, "per_layer")
     groups = validate_flag(groups, "groups")
-    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer, groups=groups)  # the ImportError first
+    anchors = validate_flag(anchors, "anchors")
+    # The ImportError first.
+    layout = tensorboard_layout(sparsity=sparsity, per_layer=per_layer, groups=groups, anchors=anchors)
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.custom_scalar import metadata
     from tensorboard.summary.writer.event_file_writer import EventFileWriter

@@ -22,12 +22,39 @@ from keras_l1l2plus.factors import Factor, validate_flag
 from keras_l1l2plus.regularizer import as_l1l2plus, group_axes, in_dtype
 from keras_l1l2plus.roles import BIAS, WEIGHT, owned_trainable_variables
 
-__all__ = ["GROUP_TERMS", "LAMBDA_NAMES", "TERM_NAMES", "group_targets", "live_groups", "penalty_terms", "sparsity"]
+__all__ = [
+    "ANCHOR_TERMS",
+    "GROUP_TERMS",
+    "LAMBDA_NAMES",
+    "TERM_NAMES",
+    "group_targets",
+    "live_groups",
+    "penalty_terms",
+    "sparsity",
+    "term_needs",
+    "term_parts",
+]
 
 TERM_NAMES = ("l1_weight", "l1_bias", "l2_weight", "l2_bias")
 # The group lasso's terms: keys of `penalty_terms` only where a variable of that role has a group term.
 GROUP_TERMS = ("group_weight", "group_bias")
-LAMBDA_NAMES = (*TERM_NAMES, *GROUP_TERMS)  # every λ a `PenaltySchedule` sets: the λ vector's entries
+# L2 toward reference weights (L2-SP): keys only where a variable of that role has an anchor.
+ANCHOR_TERMS = ("l2_anchor_weight", "l2_anchor_bias")
+LAMBDA_NAMES = (*TERM_NAMES, *GROUP_TERMS, *ANCHOR_TERMS)  # every λ a `PenaltySchedule` sets: the λ vector's entries
+
+
+def term_parts(term: str) -> tuple[str, str]:
+    """`(kind, role)` of a term name: `"l2_anchor_weight"` -> `("l2_anchor", "weight")`; the kind names the
+    λ (`L1L2Plus.factor(kind)`)."""
+    kind, _, role = term.rpartition("_")
+    return kind, role
+
+
+def term_needs(term: str) -> str:
+    """What a variable's regularizer must have for `term`, for messages: "regularizer", "with a group term"..."""
+    return {"group": "with a group term", "l2_anchor": "with an anchor (w₀)"}.get(term_parts(term)[0], "regularizer")
+
+
 _ONE = Factor(1.0)  # the factor of a value counted as it is (another regularizer's, the loss, a count)
 
 
@@ -46,7 +73,9 @@ def penalty_terms(
         penalty   = Σ over all regularized trainable variables of their penalty
 
     and, where some weight (bias) has an `L1L2Plus` with a group term,
-    `"group_weight"` (`"group_bias"`) = Σ over those of λg·Σ_g ‖w_g‖₂.
+    `"group_weight"` (`"group_bias"`) = Σ over those of λg·Σ_g ‖w_g‖₂, and where
+    some has an anchor w₀ with λa > 0 (L2-SP), `"l2_anchor_weight"`
+    (`"l2_anchor_bias"`) = Σ over those of λa·Σ(w − w₀)².
 
     `penalty` is what Keras adds to the training loss: it counts every weight
     regularizer, so it stays right when others are present. `L1L2Plus` and
@@ -114,12 +143,12 @@ class PenaltySums(NamedTuple):
     where adding term by term takes one op per term and key.
     """
 
-    keys: tuple[str, ...]  # TERM_NAMES, GROUP_TERMS present, "penalty", then "<term>/<layer>" keys
+    keys: tuple[str, ...]  # TERM_NAMES, GROUP_TERMS and ANCHOR_TERMS present, "penalty", "<term>/<layer>" keys
     sums: list  # float32 scalar tensors
     factors: list  # a `Factor` each (read in the step when scheduled), Factor(1.0) for another regularizer
     counts_in: np.ndarray  # (len(sums), len(keys)) of 0 and 1: the keys each term counts in
     # Per sum, where a step's `recorded` holds it, (id(variable), its index in the recorded entry: 1 for Σ|x|,
-    # 2 for Σx², 4 for Σ_g‖x_g‖); None if computed here.
+    # 2 for Σx², 4 for Σ_g‖x_g‖, 5 for Σ(x − w₀)²); None if computed here.
     sources: tuple = ()
 
     def combine(self) -> Any:
@@ -146,12 +175,16 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
     """The `PenaltySums` of `model`'s regularized trainable variables (see `penalty_terms`)."""
     per_layer = _validated(model, per_layer, recorded)
     owned_variables = [owned for owned in owned_trainable_variables(model) if owned.variable.regularizer is not None]
-    group_roles = {
-        owned.role
-        for owned in owned_variables
-        if (split := as_l1l2plus(owned.variable.regularizer)) is not None and not split.factor("group").is_zero
-    }
-    present = (*TERM_NAMES, *(term for term in GROUP_TERMS if term.split("_")[1] in group_roles))
+    roles_with = {kind: set() for kind in ("group", "l2_anchor")}  # the roles with a term of that kind
+    for owned in owned_variables:
+        split = as_l1l2plus(owned.variable.regularizer)
+        for kind, roles in roles_with.items():
+            if split is not None and not split.factor(kind).is_zero:
+                roles.add(owned.role)
+    present = (
+        *TERM_NAMES,
+        *(term for term in (*GROUP_TERMS, *ANCHOR_TERMS) if term_parts(term)[1] in roles_with[term_parts(term)[0]]),
+    )
     keys = {name: i for i, name in enumerate((*present, "penalty"))}
     sums: list = []
     factors: list = []
@@ -169,11 +202,11 @@ def penalty_sums(model: keras.layers.Layer, *, per_layer: bool = False, recorded
             continue
         entry = _recorded_entry(recorded, owned.variable) if split is regularizer else None
         if entry is not None:
-            totals = (entry[1], entry[2], entry[4])
+            totals = (entry[1], entry[2], entry[4], entry[5])
         else:
-            totals = (*split.sums(owned.variable), split.group_sum(owned.variable))
-        for slot, kind, total in zip((1, 2, 4), ("l1", "l2", "group"), totals):
-            if kind == "group" and total is None:  # no group key for a variable without the group term
+            totals = (*split.sums(owned.variable), split.group_sum(owned.variable), split.anchor_sum(owned.variable))
+        for slot, kind, total in zip((1, 2, 4, 5), ("l1", "l2", "group", "l2_anchor"), totals):
+            if kind in ("group", "l2_anchor") and total is None:  # no key for a variable without the term
                 continue
             name = f"{kind}_{owned.role}"
             counts_in = (keys[name], keys["penalty"])

@@ -295,6 +295,26 @@ def test_a_threaded_state_variable_is_model_state_but_not_a_weight(tmp_path):
     assert _keras.state_is_threaded() == (keras.backend.backend() == "jax")
 
 
+def test_a_saveable_regularizer_is_walked_by_keras_saving_under_the_layer(tmp_path):
+    """Keras's saving visits a KerasSaveable attribute of a layer and calls its own variables' hooks."""
+    import numpy as np
+
+    from keras_l1l2plus import L1L2Plus
+
+    assert _keras.saveable_base() is not object
+    assert issubclass(L1L2Plus, _keras.saveable_base())
+    w0 = np.arange(6, dtype="float32").reshape(2, 3)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, use_bias=False)])
+    layer = model.layers[0]
+    layer.kernel_regularizer = L1L2Plus(l2_anchor=0.1, anchor=w0)
+    model.save_weights(tmp_path / "m.weights.h5")
+    other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, use_bias=False)])
+    other.layers[0].kernel_regularizer = L1L2Plus(l2_anchor=0.1, anchor=np.zeros((2, 3), "float32"))
+    other.load_weights(tmp_path / "m.weights.h5")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(other.layers[0].kernel_regularizer.anchor), w0)
+    assert _keras.SAVEABLE_KIND in ("Loss", "Metric", "Layer", "Optimizer")
+
+
 def test_forward_values_escape_a_custom_gradient_where_the_seam_says_so():
     """A sum computed in a custom gradient's forward pass, used outside it, in compiled code.
 

@@ -17,7 +17,7 @@ from keras_l1l2plus.logger.attachment import Attachment, attachment
 from keras_l1l2plus.logger.progress import ProgressBar
 from keras_l1l2plus.proximal import takes_proximal_step, uses_proximal_step
 from keras_l1l2plus.roles import owned_trainable_variables
-from keras_l1l2plus.terms import GROUP_TERMS, TERM_NAMES
+from keras_l1l2plus.terms import ANCHOR_TERMS, GROUP_TERMS, TERM_NAMES
 
 __all__ = ["PenaltyLogger"]
 
@@ -173,7 +173,7 @@ class PenaltyLogger(keras.callbacks.Callback):
         shown = (
             "data_loss",
             *TERM_NAMES,
-            *(k for k in GROUP_TERMS if k in self._keys),
+            *(k for k in (*GROUP_TERMS, *ANCHOR_TERMS) if k in self._keys),
             "penalty",
             *(k for k in self._keys if k.startswith(("sparsity_", "live_groups", "lambda_"))),
         )

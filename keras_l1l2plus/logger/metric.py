@@ -162,6 +162,9 @@ class PenaltyMetric(_keras.MetricContainer):
         return {"name": self.name}
 
 
+_KINDS = ("l1", "l2", "group", "l2_anchor")  # the λs a recorded regularizer reads (`L1L2Plus.factor`)
+
+
 def _signature(recorded: dict | None) -> tuple | None:
     """What a cached `_StepPlan` depends on, as this step's loss recorded it; None when it recorded nothing.
 
@@ -171,9 +174,7 @@ def _signature(recorded: dict | None) -> tuple | None:
     """
     if not recorded:
         return None
-    return tuple(
-        (key, *(id(entry[3].factor(kind)) for kind in ("l1", "l2", "group"))) for key, entry in recorded.items()
-    )
+    return tuple((key, *(id(entry[3].factor(kind)) for kind in _KINDS)) for key, entry in recorded.items())
 
 
 class _StepPlan:

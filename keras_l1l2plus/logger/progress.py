@@ -40,6 +40,8 @@ SHORT_NAMES = {
     "l2_bias": "l2b",
     "group_weight": "gw",
     "group_bias": "gb",
+    "l2_anchor_weight": "l2aw",
+    "l2_anchor_bias": "l2ab",
     "live_groups": "live",
     "sparsity_weight": "sp_w",
     "sparsity_bias": "sp_b",
