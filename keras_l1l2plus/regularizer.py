@@ -474,7 +474,14 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
     `get_weights()`, and a `.keras` file or `save_weights` stores it under
     the layer's regularizer (`layers/<layer>/kernel_regularizer/vars`),
     one more copy of the anchored variables in the file.
+
+    `source` says which call made it, for `keras_l1l2plus.describe`:
+    `regularize` sets it (`"rule 0 'dense*'"`, `"keywords"`); None
+    otherwise. It is not in the config: a regularizer rebuilt from one (a
+    loaded, cloned or copied model) has None, and `describe` shows `-`.
     """
+
+    source: str | None = None  # set by `regularize`; not saved
 
     def __init__(
         self,
