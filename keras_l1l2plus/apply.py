@@ -1,6 +1,6 @@
 """`regularize`: the four λs of the book's loss, the group lasso and L2-SP on a whole Keras model.
 
-    Loss = DataLoss + λ1w·Σ|w| + λ1b·Σ|b| + λ2w·Σw² + λ2b·Σb²  (+ λgw·Σ_g ‖w_g‖₂ + λa·Σ(x − x0)²)
+    Loss = DataLoss + λ1w·Σ|w| + λ1b·Σ|b| + λ2w·Σw² + λ2b·Σb²  (+ λgw·Σ_g ‖w_g‖₂ + λa·Σ(x − w₀)²)
 
 Weights get `L1L2Plus(l1_weight, l2_weight, group=group_weight)`, biases
 `L1L2Plus(l1_bias, l2_bias)`, by the rule in `keras_l1l2plus.roles`; which
@@ -369,10 +369,10 @@ def regularize(
             its axes are swapped accordingly. Other weights are grouped by
             their last axis under "units" (an Embedding's dimensions, an
             LSTM's gate units, a DepthwiseConv2D's multiplier channels).
-        l2_anchor_weight, l2_anchor_bias: λa of L2-SP, `λa·Σ(x − x0)²`, which
-            pulls each weight (bias) towards its anchor x0 instead of 0
+        l2_anchor_weight, l2_anchor_bias: λa of L2-SP, `λa·Σ(x − w₀)²`, which
+            pulls each weight (bias) towards its anchor w₀ instead of 0
             (`L1L2Plus(l2_anchor=..., anchor=...)`), finite floats ≥ 0.
-        anchor: the anchors x0 where λa > 0: None (default), each variable's
+        anchor: the anchors w₀ where λa > 0: None (default), each variable's
             value at this call (a copy: fine-tuning from pretrained
             weights); or a dict `{variable path: array of its shape}`, paths
             as `describe` shows them. A variable that takes an anchor and is
@@ -534,16 +534,13 @@ def _targets(
     # An attribute of a built layer that no variable of its own claims: it saves the variables of the layers
     # inside it that it makes when rebuilt (MultiHeadAttention's kernel_regularizer, every kernel of its
     # EinsumDense sublayers), or nothing (a Dense without a bias): then it is set as its variable would be.
+    inside: dict[tuple[int, str], list[_Target]] = {}  # (id(container), stem) -> the targets within it
+    for target in targets if unclaimed else ():
+        if target.attribute is not None:
+            for container in target.place.containers:
+                inside.setdefault((id(container), _stem(target.attribute)), []).append(target)
     for place, attribute, attribute_role, name, skipped in unclaimed:
-        stem = _stem(attribute)
-        covered = [
-            target
-            for target in targets
-            if target.counted
-            and target.attribute is not None
-            and _stem(target.attribute) == stem
-            and any(container is place.layer for container in target.place.containers)
-        ]
+        covered = list(inside.get((id(place.layer), _stem(attribute)), ()))
         if not covered:
             covered = [_Target(place, name, attribute_role, None, attribute, False, skipped)]
             targets.append(covered[0])
@@ -660,7 +657,7 @@ def _rules_of(targets: list[_Target]) -> list[_Rule]:
 
 
 def _anchor(target: _Target, anchors: dict | None, name: str, used: set[str]) -> Any:
-    """The anchor x0 of `target`: its value now (a numpy copy), or its entry of `anchors`, checked."""
+    """The anchor w₀ of `target`: its value now (a numpy copy), or its entry of `anchors`, checked."""
     if target.variable is None:
         raise ValueError(
             f"Invalid value for argument `{name}`: {target.path} takes an anchor, but its layer "
@@ -776,6 +773,7 @@ def _check_one_regularizer(group: list[_Target], live: list[_Target], attributes
             f"anchor there), or pass exclude={owner.name!r}"
         )
         why = "an anchor is one variable's, and that attribute holds one regularizer for all of them"
+        ones = "each would get its own anchor here"
     else:
         first = live[0]
         differing = {}
@@ -785,12 +783,16 @@ def _check_one_regularizer(group: list[_Target], live: list[_Target], attributes
                 if len(values) > 1 and key != "anchor":
                     differing[key] = first.settings[key]
         setting = None if first.settings is None else differing
-        fix = f"put ({owner.name!r}, {setting!r}) first in `rules`, or pass exclude={owner.name!r}"
+        fix = (
+            f"put ({owner.name!r}, {setting!r}) first in `rules`; or pass exclude={owner.name!r}, without "
+            "the rules that select only variables inside it"
+        )
         why = "that attribute holds one regularizer for all of them"
+        ones = "they would get different ones here"
     raise ValueError(
         f"regularize(): {[t.path for t in group]} are saved through one attribute, {where}, which makes all of "
-        f"them when the model is loaded, cloned or rebuilt from its config; {why}, but they would get different "
-        f"ones here: {lines}. To give them one, {fix}."
+        f"them when the model is loaded, cloned or rebuilt from its config; {why}, but {ones}: {lines}. "
+        f"To give them one, {fix}."
     )
 
 

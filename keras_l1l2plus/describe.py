@@ -155,7 +155,9 @@ class RegularizerTable:
 
 def _float(value: Any) -> float | None:
     """A λ read off a regularizer that is not Keras's or this package's: a float if it is one."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
         return float(value)
     try:
         array = keras.ops.convert_to_numpy(value)
