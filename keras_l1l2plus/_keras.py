@@ -478,12 +478,14 @@ def set_step_function(model: Any, kind: str, function: Any) -> None:
 
 
 def model_state(model: Any, key: str, make: Any = None) -> Any:
-    """The plugin's own state `key` kept on `model` (created by `make()` when given and absent), or None.
+    """The plugin's own state `key` kept on `model`, or on any layer (created by `make()` when given and
+    absent), or None.
 
     Stored as `model._keras_l1l2plus_<key>`, past Keras's attribute
     tracking (`object.__setattr__`), so it is neither a weight, nor a
-    sublayer, nor saved: the logger's attachment and the schedule's λ vector
-    state. Nothing of it changes what Keras computes unless the plugin puts
+    sublayer, nor saved: the logger's attachment, the schedule's λ vector
+    state, and on a layer which `regularize` rule left a variable without a
+    regularizer (`describe`'s source). Nothing of it changes what Keras computes unless the plugin puts
     it in place.
     """
     name = f"_keras_l1l2plus_{key}"
