@@ -26,10 +26,10 @@ def test_version_and_public_names():
     assert kl.__version__ == "0.4.0"
     assert set(kl.__all__) == {"L1L2Plus", "PenaltyLogger", "PenaltySchedule", "ProximalOptimizer",
                                "penalty_terms", "shrink", "RegularizationPath", "regularization_path",
-                               "regularize", "write_tensorboard_layout", "__version__"}
+                               "regularize", "describe", "write_tensorboard_layout", "__version__"}
 
 
-@pytest.mark.parametrize("module", ["apply", "path", "proximal", "regularizer", "schedule", "shrink", "tensorboard_layout", "terms"])
+@pytest.mark.parametrize("module", ["apply", "describe", "path", "proximal", "regularizer", "schedule", "shrink", "tensorboard_layout", "terms"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib
