@@ -213,7 +213,12 @@ def group_norms(x: Any, groups: str) -> Any:
     axes = group_axes(tuple(x.shape), groups)
     if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
         return ops.absolute(xa)
-    return ops.sqrt(ops.sum(ops.square(xa), axis=axes, keepdims=True))
+    return ops.sqrt(_square_sums(xa, axes))
+
+
+def _square_sums(xa: Any, axes: tuple[int, ...]) -> Any:
+    """Σx² over `axes` (size-1 axes kept), computed apart from what reads it (`_keras.materialize`)."""
+    return _keras.materialize(ops.sum(ops.square(xa), axis=axes, keepdims=True))
 
 
 def group_l1_norm(x: Any, groups: str) -> Any:
@@ -243,7 +248,7 @@ def _group_squares(xa: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
     """`(‖x_g‖₂ of every group, Σx²)` from one pass of squares over `xa` (the norms keep size-1 axes)."""
     if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
         return ops.absolute(xa), ops.sum(ops.square(xa))
-    squares = ops.sum(ops.square(xa), axis=axes, keepdims=True)
+    squares = _square_sums(xa, axes)
     return ops.sqrt(squares), ops.sum(squares)
 
 

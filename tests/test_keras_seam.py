@@ -315,6 +315,17 @@ def test_a_saveable_regularizer_is_walked_by_keras_saving_under_the_layer(tmp_pa
     assert _keras.SAVEABLE_KIND in ("Loss", "Metric", "Layer", "Optimizer")
 
 
+def test_materialize_keeps_the_values_and_is_a_barrier_on_jax():
+    x = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert keras.ops.convert_to_numpy(_keras.materialize(x)).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        assert "optimization_barrier" in str(jax.make_jaxpr(_keras.materialize)(x))
+    else:
+        assert _keras.materialize(x) is x
+
+
 def test_forward_values_escape_a_custom_gradient_where_the_seam_says_so():
     """A sum computed in a custom gradient's forward pass, used outside it, in compiled code.
 
