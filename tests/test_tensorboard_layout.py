@@ -73,6 +73,10 @@ def test_charts_follow_the_arguments():
     assert len(charts(tensorboard_layout())) == 6  # no sparsity chart without the proximal step
     per_layer = charts(tensorboard_layout(per_layer=True))
     assert per_layer["l2_bias per layer"] == ["^epoch_l2_bias/"]
+    anchors = charts(tensorboard_layout(anchors=True, per_layer=True))
+    assert anchors["l2_anchor_weight = λa·Σ(w − w₀)² over the anchored weights"] == ["^epoch_l2_anchor_weight$"]
+    assert anchors["l2_anchor_bias per layer"] == ["^epoch_l2_anchor_bias/"]
+    assert len(anchors) == len(per_layer) + 4 and "group_weight per layer" not in anchors
 
 
 @pytest.mark.parametrize("bad", [None, 3, ""])
