@@ -245,3 +245,15 @@ def test_path_breast_cancer_is_lasso_path(fresh_python):
     # (correlation 0.99: an ill-conditioned lasso) and worst perimeter is 0.043 from lasso_path's after 2000 steps.
     assert result["max_coef_diff"] < 0.06
     assert "1. worst perimeter" in out
+
+
+@pytest.mark.slow
+def test_finetune_digits_fast_mode(fresh_python):
+    result, out = run_example(fresh_python, "finetune_digits", ["--fast"])
+    assert _all_finite(result)
+    assert result["plain"]["lambda"] == [0.0]
+    for method in ("l2", "l2_sp"):
+        assert result[method]["lambda"][0] in (1e-3, 3e-3)  # --fast: the grid's 3rd and 4th λ
+    for method in ("plain", "l2", "l2_sp"):
+        assert 0.5 < result[method]["test_accuracy"][0] <= 1.0 and result[method]["moved"][0] > 0
+    assert "L2-SP (toward w₀)" in out and "‖w − w₀‖/‖w₀‖" in out
