@@ -209,7 +209,8 @@ class Attachment:
                 if loss is not None:
                     # Keras divides the loss by the replica count; its loss tracker
                     # multiplies it back, and so does this metric.
-                    metric.add_step(loss * _keras.num_replicas(), batch_size(x, y_pred), recorded)
+                    replicas = _keras.num_replicas()  # no op made for the one replica of most runs
+                    metric.add_step(loss if replicas == 1 else loss * replicas, batch_size(x, y_pred), recorded)
                 return loss
 
             return compute_loss_with_penalty_terms
