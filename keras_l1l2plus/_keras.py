@@ -35,13 +35,13 @@ __all__ = [
     "optimizer_built_variables",
     "optimizer_own_variables",
     "own_trainable_variables",
+    "release_state_variable",
     "remove_model_metric",
     "replace_progress_bar",
     "restore_flat_results",
     "returns_flat_results",
     "running_call",
-    "SAVEABLE_KIND",
-    "saveable_base",
+    "SaveableVariables",
     "same_call",
     "second_moment",
     "set_step_function",
@@ -224,6 +224,12 @@ def thread_state_variable(model: Any, variable: Any) -> None:
             "keras_l1l2plus could not add a variable to the model's state in this Keras version "
             f"({keras.__version__}): a schedule would not reach the train step."
         )
+
+
+def release_state_variable(model: Any, variable: Any) -> None:
+    """Undoes `thread_state_variable(model, variable)` (a no-op where it was not threaded)."""
+    holders = model._seed_generators
+    holders[:] = [h for h in holders if not (isinstance(h, _StateHolder) and h.state is variable)]
 
 
 def state_is_threaded() -> bool:
@@ -608,11 +614,16 @@ def gradients(loss_fn: Any, variables: list, others: list = ()) -> Any:
     return gradient
 
 
-SAVEABLE_KIND = "Loss"  # see saveable_base
+def _saveable_base() -> type:
+    try:
+        from keras.src.saving.keras_saveable import KerasSaveable
+    except ImportError:  # pragma: no cover - a Keras that moved it
+        return object
+    return KerasSaveable
 
 
-def saveable_base() -> type:
-    """The base class that makes Keras's saving visit an object's own variables: `KerasSaveable`.
+class SaveableVariables(_saveable_base()):
+    """A base that makes Keras's saving visit an object's own variables: Keras's `KerasSaveable`.
 
     `.keras` files and `save_weights` walk a model's layers and, in each,
     every attribute that is a `KerasSaveable` (layers, optimizers, metrics),
@@ -623,14 +634,17 @@ def saveable_base() -> type:
     is saved at `layers/<layer>/kernel_regularizer/vars` and loaded back
     into the regularizer Keras rebuilds from the config. No public base
     does this (a `Layer` attribute would change the layer's own weights,
-    and a layer rebuilt from its config would not have it). Fallback, when
-    Keras moves it: `object`, and an anchored regularizer's w₀ is not saved
-    (the seam test fails first). `SAVEABLE_KIND` is what its `_obj_type()`
-    returns: Keras's saving accepts only its own kinds there, and uses the
-    kind to skip a reference object's attributes in that walk.
+    and a layer rebuilt from its config would not have it).
+
+    `_obj_type()` is `KerasSaveable`'s private hook: Keras's saving accepts
+    only its own kinds there and uses the kind to skip a reference object's
+    attributes when it walks this one for saveable children (a regularizer
+    has none); "Loss" is the nearest kind. Subclasses define
+    `save_own_variables`/`load_own_variables` only on the objects that have
+    variables, and their own `__reduce__` (`KerasSaveable`'s pickles a whole
+    model). Fallback, when Keras moves it: a plain base, and an anchored
+    regularizer's w₀ is not saved (the seam test fails first).
     """
-    try:
-        from keras.src.saving.keras_saveable import KerasSaveable
-    except ImportError:  # pragma: no cover - a Keras that moved it
-        return object
-    return KerasSaveable
+
+    def _obj_type(self) -> str:
+        return "Loss"

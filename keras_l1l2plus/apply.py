@@ -29,7 +29,7 @@ import numpy as np
 from keras_l1l2plus import _keras
 from keras_l1l2plus.describe import SOURCES_KEY, RegularizerTable, print_table, regularizer_table
 from keras_l1l2plus.factors import validate_flag, validate_penalty, validate_zero_grad
-from keras_l1l2plus.regularizer import L1L2Plus
+from keras_l1l2plus.regularizer import L1L2Plus, anchor_values
 from keras_l1l2plus.roles import (
     BIAS,
     PlacedLayer,
@@ -179,8 +179,9 @@ class _Rule:
     def matches(self, target: _Target) -> bool:
         """The selector on `target`: a glob on the names of its layer and the layers containing it and on its
         paths; isinstance on those layers; or the predicate `(layer, variable)` (not asked about an
-        attribute with no variable behind it)."""
-        layers = (*target.place.containers, target.layer)
+        attribute with no variable behind it). The model itself is not among the layers matched (it is in no
+        path: "*" selects everything), only the layers inside it."""
+        layers = (*target.place.containers[1:], target.layer)  # containers[0]: the model (`placed_layers`)
         if isinstance(self.selector, str):
             return any(fnmatch.fnmatchcase(layer.name, self.selector) for layer in layers) or any(
                 fnmatch.fnmatchcase(path, self.selector) for path in target.paths
@@ -459,6 +460,12 @@ def regularize(
                 kwargs["anchor"] = first.anchor
             regularizer = L1L2Plus(**kwargs)
             regularizer.source = source
+            if regularizer.anchored:  # read afresh at each step on JAX, as the weights are (`load_weights`)
+                _keras.thread_state_variable(first.layer, regularizer.anchor)
+        for target in live:  # the anchors of the regularizers replaced are no longer step state
+            old = target.variable.regularizer if target.variable is not None else None
+            if isinstance(old, L1L2Plus) and old.anchored and old is not regularizer:
+                _keras.release_state_variable(target.layer, old.anchor)
         for target in live:
             if target.variable is not None:
                 target.variable.regularizer = regularizer
@@ -664,8 +671,10 @@ def _anchor(target: _Target, anchors: dict | None, name: str, used: set[str]) ->
             f"{target.layer.name!r} is not built, so the variable has no value yet. Build the model first "
             "(model.build(input_shape), or call it on a batch), then regularize it."
         )
-    if anchors is None:
-        return np.array(keras.ops.convert_to_numpy(target.variable.value), copy=True)
+    dtype = keras.backend.standardize_dtype(target.variable.dtype)
+    if anchors is None:  # the variable itself: `L1L2Plus` copies it (and lays the copy out as it is)
+        anchor_values(target.variable.value, name, dtype)  # checked now: nothing is changed before every one is
+        return target.variable
     key = next((path for path in target.paths if path in anchors), None)
     if key is None:
         raise ValueError(
@@ -683,7 +692,7 @@ def _anchor(target: _Target, anchors: dict | None, name: str, used: set[str]) ->
             f"Invalid value for argument `{name}`: the anchor of {key!r} has shape {shape}, and the variable "
             f"{expected}. Received: {name}[{key!r}] of shape {shape}"
         )
-    return value
+    return anchor_values(value, f"{name}[{key!r}]", dtype)  # checked now: nothing is changed before every one is
 
 
 def _key(target: _Target) -> Any:
@@ -696,7 +705,7 @@ def _current_key(target: _Target) -> Any:
     regularizer = target.variable.regularizer if target.variable is not None else None
     if regularizer is None:
         return None
-    if isinstance(regularizer, L1L2Plus) and not getattr(regularizer, "anchored", False):
+    if isinstance(regularizer, L1L2Plus) and not regularizer.anchored:
         kwargs = dict(
             l1=regularizer.l1,
             l2=regularizer.l2,
@@ -761,7 +770,8 @@ def _check_one_regularizer(group: list[_Target], live: list[_Target], attributes
 
     def given(target):
         if target.skipped:
-            return f"left alone ({target.skipped}): {target.variable.regularizer if target.variable else None!r}"
+            regularizer = target.variable.regularizer if target.variable is not None else None
+            return f"left alone ({target.skipped}): {regularizer!r}"
         shown = "no regularizer" if target.kwargs is None else _render(target.kwargs)
         return f"{target.source}: {shown}"
 
@@ -787,6 +797,8 @@ def _check_one_regularizer(group: list[_Target], live: list[_Target], attributes
             f"put ({owner.name!r}, {setting!r}) first in `rules`; or pass exclude={owner.name!r}, without "
             "the rules that select only variables inside it"
         )
+        if left_alone:  # `exclude` (or normalization) wins over rules: only excluding all of it agrees
+            fix = f"exclude the whole layer, exclude={owner.name!r}, or none of it"
         why = "that attribute holds one regularizer for all of them"
         ones = "they would get different ones here"
     raise ValueError(

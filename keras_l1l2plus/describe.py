@@ -179,11 +179,11 @@ def settings_of(regularizer: Any) -> dict:
             regularizer=type(regularizer).__name__,
             l1=known.l1,
             l2=known.l2,
-            l2_anchor=float(getattr(known, "l2_anchor", 0.0)),
+            l2_anchor=known.l2_anchor,
             group=group,
             groups=known.groups if group else None,
             proximal=known.proximal,
-            anchored=bool(getattr(known, "anchored", False)),
+            anchored=known.anchored,
         )
     return dict(
         regularizer=type(regularizer).__name__,

@@ -116,9 +116,11 @@ def _positive(value: Any, name: str) -> float:
 
 def _moving_terms(model: Any, terms: Any) -> dict[str, float]:
     """`{term: ratio}`: the λs the path scales, λ_term = λ·ratio."""
-    if terms is None:  # every λ the model has now, in the ratios it has now
+    if terms is None:  # every λ the model has now, in the ratios it has now (anchors stay: they are no sparsity λ)
         values = {}
         for term in LAMBDA_NAMES:
+            if term_parts(term)[0] == "l2_anchor":
+                continue
             found = [r.factor(term_parts(term)[0]).value for r in term_regularizers(model, term)]
             if found and max(found) > 0:
                 values[term] = max(found)
@@ -250,6 +252,13 @@ def lambda_max(model: keras.Model, x: Any, y: Any = None, *, terms: Any = None, 
             f"Moving terms: {sorted(ratios)}. Give `lambdas` explicitly, or move an l1_* or group_* term."
         )
     variables = [t[0] for t in targets]
+    moving_anchors = [t for t in ratios if term_parts(t)[0] == "l2_anchor"]
+    if moving_anchors:
+        raise ValueError(
+            f"lambda_max: the anchor terms {moving_anchors} move, and λ_max is not defined for them (they pull "
+            "toward w₀, not 0). Give `lambdas` explicitly, or move the l1_* and group_* terms only. "
+            f"Received: terms={terms!r}"
+        )
     grads = []
     for variable in variables:  # each alone at 0, the others as they are (see the module docstring)
         saved = ops.convert_to_numpy(variable)
@@ -258,6 +267,11 @@ def lambda_max(model: keras.Model, x: Any, y: Any = None, *, terms: Any = None, 
             grads.append(_data_loss_gradients(model, x, y, [variable], batch_size)[0])
         finally:
             variable.assign(saved)
+        regularizer = as_l1l2plus(variable.regularizer)
+        if regularizer.anchored and regularizer.l2_anchor:  # the smooth anchor term's gradient at 0: −2·λa·w₀
+            grads[-1] = grads[-1] - 2 * regularizer.l2_anchor * ops.convert_to_numpy(regularizer.anchor).astype(
+                grads[-1].dtype
+            )
     best = 0.0
     for (_, a, c, groups), g in zip(targets, grads):
         if not c:

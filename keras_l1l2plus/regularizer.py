@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+import warnings
 import weakref
 from typing import Any, Iterator
 
@@ -82,10 +83,10 @@ _recording = threading.local()
 
 
 @contextlib.contextmanager
-def recording_terms() -> Iterator[dict[int, tuple[Any, Any, Any, Any]]]:
+def recording_terms() -> Iterator[dict[int, tuple]]:
     """Collects the sums every `L1L2Plus` call on a variable computes meanwhile.
 
-    Yields `{id(x): (x, Σ|x|, Σx², the regularizer, Σ_g‖x_g‖)}` for every `x` an
+    Yields `{id(x): (x, Σ|x|, Σx², the regularizer, Σ_g‖x_g‖, Σ(x − w₀)²)}` for every `x` an
     `L1L2Plus` was called on meanwhile (a sum is None where its factor is 0),
     filled as Keras calls
     the regularizers on its variables while it computes the loss, so the
@@ -369,9 +370,14 @@ def penalty(
     return value, sums[0], sums[1], sums[2]
 
 
+# Each λ's kind (`L1L2Plus.factor`), the attribute holding its `Factor`, and its symbol in the docs.
+_FACTOR_ATTRIBUTES = {"l1": "_l1", "l2": "_l2", "group": "_group", "l2_anchor": "_l2_anchor"}
+_SYMBOLS = {"l1": "λ1", "l2": "λ2", "group": "λg", "l2_anchor": "λa"}
+
+
 def _lambda_property(kind: str) -> property:
     """`L1L2Plus.l1` / `.l2` / `.group`: the λ now, a float (as `keras.regularizers.L1L2.l1`); set, a constant again."""
-    symbol = {"l1": "λ1", "l2": "λ2", "group": "λg", "l2_anchor": "λa"}[kind]
+    symbol = _SYMBOLS[kind]
 
     def get(self) -> float:
         return self.factor(kind).value
@@ -399,7 +405,7 @@ def validate_groups(value: Any) -> str:
 
 
 @keras.saving.register_keras_serializable(package="keras_l1l2plus")
-class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
+class L1L2Plus(keras.regularizers.Regularizer, _keras.SaveableVariables):
     """L1 and L2 penalties with a defined L1 gradient at zero.
 
     A drop-in for `keras.regularizers.L1L2`:
@@ -531,30 +537,18 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
         if isinstance(anchor, dict):  # from a config: the values are in the weights file, or still in memory
             shape, dtype, key = _anchor_spec(anchor)
             live = _ANCHORS.get(key)
-            if live is not None and tuple(live.shape) == shape:  # clone_model, from_config in this process
-                values = np.array(ops.convert_to_numpy(live.value), dtype=dtype)
+            if live is not None and tuple(live.shape) == shape and key not in _PENDING:  # clone_model
+                values = ops.convert_to_numpy(live.value)
             else:  # a fresh process: `load_own_variables` fills it (`.keras`, `load_weights`)
-                values, self._anchor_pending = np.zeros(shape, dtype), True
+                values, self._anchor_pending = ops.convert_to_numpy(ops.zeros(shape, dtype)), True
         else:
-            try:
-                # A copy on the host: on PyTorch a Variable made from the kernel's tensor would share its storage.
-                values = np.array(ops.convert_to_numpy(anchor), copy=True)
-                if values.dtype.kind not in "biuf":
-                    raise TypeError(values.dtype)
-            except Exception as error:
-                raise TypeError(
-                    "Invalid value for argument `anchor`: expected an array of the variable's shape (numpy, a "
-                    f"backend tensor or a keras.Variable). Received: anchor={anchor!r}"
-                ) from error
-            if values.dtype.kind != "f" or not np.all(np.isfinite(values)):
-                raise ValueError(
-                    "Invalid value for argument `anchor`: expected finite floats. "
-                    f"Received: anchor of dtype {values.dtype} with shape {values.shape}"
-                )
+            values = anchor_values(anchor, "anchor")
         self._anchor = keras.Variable(values, trainable=False, autocast=False, name="anchor")
         self._anchor_key = uuid.uuid4().hex
         _ANCHORS[self._anchor_key] = self._anchor
-        # Only an anchored regularizer has variables for Keras's saving to visit (`_keras.saveable_base`):
+        if self._anchor_pending:
+            _PENDING.add(self._anchor_key)
+        # Only an anchored regularizer has variables for Keras's saving to visit (`_keras.SaveableVariables`):
         # others write nothing, and their files stay those of 0.4.
         self.save_own_variables = self._save_anchor
         self.load_own_variables = self._load_anchor
@@ -569,16 +563,18 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
         """w₀, the reference weights of the `l2_anchor` term: a non-trainable `keras.Variable`, or None."""
         return self._anchor
 
-    def _obj_type(self) -> str:
-        # KerasSaveable's: the kind whose attribute skip-list Keras's saving uses when it walks this object's
-        # attributes for saveable children (a regularizer has none); Keras accepts only its own kinds.
-        return _keras.SAVEABLE_KIND
-
     def _save_anchor(self, store: Any) -> None:
-        store["0"] = self._anchor
+        if not self._anchor_pending:  # never zeros standing in for a w₀ that was not loaded
+            store["0"] = self._anchor
 
     def _load_anchor(self, store: Any) -> None:
-        if not len(store.keys()):  # a file saved without it (an older version, or no anchor then)
+        if not len(store.keys()):  # a file saved without it: an older version, or weights saved before regularize
+            warnings.warn(
+                "L1L2Plus: the weights loaded have no anchor (w₀) for this anchored regularizer, so its w₀ "
+                f"stays {'not loaded' if self._anchor_pending else 'what it was'}. To anchor at the weights "
+                "just loaded, call keras_l1l2plus.regularize(model, l2_anchor_weight=...) after loading them.",
+                stacklevel=2,
+            )
             return
         values = store["0"]
         if tuple(values.shape) != tuple(self._anchor.shape):
@@ -588,6 +584,12 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
             )
         self._anchor.assign(values)
         self._anchor_pending = False
+        _PENDING.discard(self._anchor_key)
+
+    @property
+    def anchor_pending(self) -> bool:
+        """Whether w₀ is still to be loaded: rebuilt from a config alone, its values not read from a file yet."""
+        return self._anchor_pending
 
     def anchor_sum(self, x: Any) -> Any:
         """Σ(x − w₀)² in the accumulation dtype, with its gradient 2(x − w₀); None where there is no l2_anchor term."""
@@ -597,9 +599,11 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
         if self._anchor_pending:
             raise ValueError(
                 "L1L2Plus: this regularizer's reference weights w₀ (l2_anchor) were not loaded: it was "
-                "rebuilt from a config alone (model_from_json, or from_config in another process), and w₀ "
-                "is saved with the weights. Load them: model.load_weights(<the .keras or .weights.h5 "
-                "file>), or keras.saving.load_model(<the .keras file>)."
+                "rebuilt from a config alone (model_from_json, from_config in another process, or a legacy "
+                ".h5 file, which does not hold them), and w₀ is saved with the weights. Load them: "
+                "model.load_weights(<the .keras or .weights.h5 file>), or keras.saving.load_model(<the .keras "
+                "file>); or anchor again: keras_l1l2plus.regularize(model, l2_anchor_weight=..., "
+                "anchor={path: array})."
             )
         if tuple(x.shape) != tuple(self._anchor.shape):
             raise ValueError(
@@ -612,17 +616,18 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
 
     def __reduce__(self):
         # Not KerasSaveable's (which pickles a whole model): the config, and w₀'s values where there is one.
-        values = None if self._anchor is None else ops.convert_to_numpy(self._anchor.value)
+        pending = self._anchor is None or self._anchor_pending  # a copy of a pending w₀ is pending too
+        values = None if pending else ops.convert_to_numpy(self._anchor.value)
         return _restore, (type(self), self.get_config(), values)
 
     def factor(self, kind: str) -> Factor:
         """The `Factor` of `kind` ("l1", "l2", "group" or "l2_anchor"): how the step reads that λ."""
-        return {"l1": self._l1, "l2": self._l2, "group": self._group, "l2_anchor": self._l2_anchor}[kind]
+        return getattr(self, _FACTOR_ATTRIBUTES[kind])
 
     def schedule(self, kind: str, factor: Factor) -> None:
         """Makes the step read λ `kind` from `factor`: an entry of the model's λ vector (`PenaltySchedule`),
         or a constant (`l1`/`l2`/`group` set)."""
-        setattr(self, {"l1": "_l1", "l2": "_l2", "group": "_group", "l2_anchor": "_l2_anchor"}[kind], factor)
+        setattr(self, _FACTOR_ATTRIBUTES[kind], factor)
 
     def sums(self, x: Any) -> tuple[Any, Any]:
         """`(Σ|x|, Σx²)` in the accumulation dtype, each with its gradient in the penalty; None where the factor is 0.
@@ -715,7 +720,7 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
         }
         if not self._group.is_zero:
             config.update(group=self.group, groups=self.groups)
-        if self._anchor is not None:  # w₀'s values are saved with the weights (`_keras.saveable_base`)
+        if self._anchor is not None:  # w₀'s values are saved with the weights (`_keras.SaveableVariables`)
             spec = {"shape": list(self._anchor.shape), "dtype": self._anchor.dtype, "key": self._anchor_key}
             config.update(l2_anchor=self.l2_anchor, anchor=spec)
         return config
@@ -765,6 +770,7 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
 
 # Every live anchor by its key, so that `from_config` in the same process (`clone_model`) copies w₀.
 _ANCHORS: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+_PENDING: set[str] = set()  # the keys of anchors rebuilt from a config whose values are not loaded yet
 
 
 def _anchor_spec(spec: dict) -> tuple[tuple[int, ...], str, str]:
@@ -787,7 +793,36 @@ def _restore(cls: type, config: dict, values: Any) -> "L1L2Plus":
     if values is not None:
         regularizer._anchor.assign(values)
         regularizer._anchor_pending = False
+        _PENDING.discard(regularizer._anchor_key)
     return regularizer
+
+
+def anchor_values(anchor: Any, name: str, dtype: str | None = None) -> Any:
+    """`anchor` as a numpy copy of finite floats (in `dtype` when given), or the error naming `name`.
+
+    A copy on the host: on PyTorch a `keras.Variable` made from a kernel's
+    tensor would share its storage and follow the kernel.
+    """
+    try:
+        tensor = ops.convert_to_tensor(anchor)
+        given = keras.backend.standardize_dtype(tensor.dtype)
+    except Exception as error:
+        raise TypeError(
+            f"Invalid value for argument `{name}`: expected an array of the variable's shape (numpy, a backend "
+            f"tensor or a keras.Variable). Received: {name}={anchor!r}"
+        ) from error
+    if not keras.backend.is_float_dtype(given) and not given.startswith(("int", "uint")):
+        raise TypeError(
+            f"Invalid value for argument `{name}`: expected an array of numbers, got dtype {given}. "
+            f"Received: {name}={anchor!r}"
+        )
+    values = np.array(ops.convert_to_numpy(ops.cast(tensor, dtype or (given if "float" in given else "float32"))))
+    if not np.all(np.isfinite(values.astype("float64"))):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected finite floats; it holds NaN or inf. "
+            f"Received: {name} of shape {tuple(values.shape)}"
+        )
+    return values
 
 
 def as_l1l2plus(regularizer: Any) -> L1L2Plus | None:

@@ -78,10 +78,12 @@ def test_bad_arguments_are_named():
         L1L2Plus(l2_anchor=-1, anchor=np.zeros(3, "float32"))
     with pytest.raises(ValueError, match="`anchor`: expected finite floats"):
         L1L2Plus(l2_anchor=0.1, anchor=np.array([1.0, np.nan], "float32"))
-    with pytest.raises(ValueError, match="`anchor`: expected finite floats"):
-        L1L2Plus(l2_anchor=0.1, anchor=np.array([1, 2]))
     with pytest.raises(TypeError, match="`anchor`"):
         L1L2Plus(l2_anchor=0.1, anchor=object())
+    with pytest.raises(TypeError, match="`anchor`: expected an array of numbers"):
+        L1L2Plus(l2_anchor=0.1, anchor=np.array([True, False]))
+    ints = L1L2Plus(l2_anchor=0.1, anchor=np.array([1, 2]))  # whole numbers: taken as float32
+    assert dtype_name(ints.anchor.value) == "float32" and to_numpy(ints.anchor).tolist() == [1.0, 2.0]
     with pytest.raises(TypeError):  # keyword only
         L1L2Plus(0.0, 0.0, 0.0, False, 0.0, "units", 0.1)
     reg = L1L2Plus(l2_anchor=0.1, anchor=np.zeros((2, 3), "float32"))
@@ -229,3 +231,57 @@ def test_ridge_toward_w0_reaches_the_closed_form():
     np.testing.assert_allclose(to_numpy(layer.kernel), expected, rtol=1e-4, atol=1e-6)
     plain = np.linalg.solve(x.T @ x + n * lam * np.eye(d), x.T @ y)  # toward 0: a different answer
     assert np.abs(expected - plain).max() > 0.05
+
+
+def test_a_bfloat16_model_takes_a_bfloat16_anchor(tmp_path):
+    keras.config.set_dtype_policy("bfloat16")
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, name="d")])
+    kl.regularize(model, l2_anchor_weight=0.5)
+    reg = model.layers[0].kernel.regularizer
+    assert dtype_name(reg.anchor.value) == "bfloat16"
+    model.layers[0].kernel.assign(keras.ops.cast(reg.anchor.value, "float32") + 1.0)
+    assert float(to_numpy(kl.penalty_terms(model)["l2_anchor_weight"])) == pytest.approx(0.5 * 6, rel=1e-2)
+
+
+def test_a_pending_anchor_is_never_passed_on_as_zeros(tmp_path):
+    model, w0 = anchored_model()
+    spec = model.layers[0].kernel_regularizer.get_config()
+    spec["anchor"] = dict(spec["anchor"], key="a-key-from-another-process")
+    pending = L1L2Plus.from_config(spec)
+    assert pending.anchor_pending and L1L2Plus.from_config(pending.get_config()).anchor_pending  # clone
+    for copied in (copy.deepcopy(pending), pickle.loads(pickle.dumps(pending))):
+        assert copied.anchor_pending
+        with pytest.raises(ValueError, match="were not loaded"):
+            copied(keras.ops.zeros((4, 3)))
+    other = keras.Sequential([keras.Input((4,)), L.Dense(3, use_bias=False)])
+    other.layers[0].kernel_regularizer = other.layers[0].kernel.regularizer = pending
+    other.save_weights(tmp_path / "pending.weights.h5")  # no zeros written for it
+    model.save_weights(tmp_path / "real.weights.h5")
+    with pytest.warns(UserWarning, match="have no anchor"):
+        model.load_weights(tmp_path / "pending.weights.h5")  # a file without the anchor: w₀ kept, and said
+    np.testing.assert_array_equal(to_numpy(model.layers[0].kernel_regularizer.anchor), w0)
+    other.load_weights(tmp_path / "real.weights.h5")
+    assert not pending.anchor_pending
+    np.testing.assert_array_equal(to_numpy(pending.anchor), w0)
+
+
+def test_a_new_anchor_reaches_a_step_traced_before_it(tmp_path):
+    """`load_weights` after a fit: the next step pulls toward the loaded w₀ (on JAX, w₀ is step state)."""
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, use_bias=False, name="d")])
+    state = len(model.non_trainable_variables)
+    kl.regularize(model, l2_anchor_weight=1.0)
+    anchor = model.layers[0].kernel.regularizer.anchor
+    assert sum(v is anchor for v in model.non_trainable_variables) == 1  # what the JAX trainer threads
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")
+    model.fit(x, y, verbose=0)  # traced with the first w₀
+    assert len(model.weights) == 1 and len(model.get_weights()) == 1
+    model.layers[0].kernel.regularizer.anchor.assign(np.full((3, 2), 5.0, "float32"))
+    model.save_weights(tmp_path / "w.weights.h5")
+    model.layers[0].kernel.regularizer.anchor.assign(np.zeros((3, 2), "float32"))
+    model.load_weights(tmp_path / "w.weights.h5")  # w₀ = 5 again, from the file
+    model.layers[0].kernel.assign(np.full((3, 2), 6.0, "float32"))
+    model.fit(x, y, verbose=0)  # one step: w − 0.1·2·(w − w₀) = 6 − 0.2 = 5.8 (the data loss has no gradient)
+    np.testing.assert_allclose(to_numpy(model.layers[0].kernel), np.full((3, 2), 5.8), rtol=1e-6)
+    kl.regularize(model, l2_weight=0.1)  # the anchored regularizer replaced: its w₀ is no longer step state
+    assert len(model.non_trainable_variables) == state and not any(v is anchor for v in model.variables)

@@ -58,6 +58,21 @@ def test_lambda_max_is_the_lassos():
     assert np.all(keras.ops.convert_to_numpy(model.layers[0].kernel) == 0)  # zero as before: restored
 
 
+def test_lambda_max_counts_an_anchor_term():
+    """With λa·‖w − w₀‖², the smooth part's gradient at 0 is −Xᵀy/n − 2·λa·w₀: λ_max is its ∞-norm."""
+    x, y = regression()
+    w0 = np.linspace(-1, 1, x.shape[1]).astype("float32")[:, None]
+    model = linear(x, 0.1, l1_weight=1.0, l2_anchor_weight=0.1, anchor={"dense/kernel": w0})
+    expected = np.abs(x.astype("float64").T @ y[:, 0] / len(x) + 2 * 0.1 * w0[:, 0]).max()
+    assert lambda_max(model, x, y, batch_size=32) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="anchor terms \\['l2_anchor_weight'\\] move"):
+        lambda_max(model, x, y, terms={"l1_weight": 1.0, "l2_anchor_weight": 1.0})
+    model.layers[0].kernel_regularizer.l1 = 1.01 * expected  # just above λ_max: 0 stays exactly 0
+    model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(lipschitz(x))), loss=half_squared_error)
+    model.fit(x, y, batch_size=len(x), epochs=30, verbose=0)
+    assert np.all(keras.ops.convert_to_numpy(model.layers[0].kernel) == 0)
+
+
 def test_the_path_is_scikit_learns_lasso_path():
     from sklearn.linear_model import lasso_path
 

@@ -637,3 +637,43 @@ def test_an_unbuilt_model_cannot_be_anchored_and_building_it_first_runs():
     model.build((None, 3))
     kl.regularize(model, l2_anchor_weight=0.1)
     assert model.get_layer("a").kernel.regularizer.anchored
+
+
+# --- what a review found ------------------------------------------------------------------------
+
+
+def test_a_pattern_does_not_match_the_model_itself():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(4, name="dense_1"), L.Dense(1, name="dense_2")],
+                             name="sequential_1")
+    kl.regularize(model, l2_weight=1e-3, rules=[("*_1", {"l2_weight": 0.5})])
+    assert model.get_layer("dense_1").kernel.regularizer.l2 == 0.5
+    assert model.get_layer("dense_2").kernel.regularizer.l2 == 1e-3  # not through the model's name
+    with pytest.raises(ValueError, match="rules\\[0\\]"):  # the model's name alone selects nothing
+        kl.regularize(model, rules=[("sequential_1", {"l2_weight": 0.5})])
+
+
+def test_a_bad_anchor_changes_nothing_and_names_its_variable():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, name="d"), L.Dense(1, name="h")])
+    kl.regularize(model, l2_weight=0.01)
+    def configs():
+        return {v.path: json.dumps(v.regularizer and v.regularizer.get_config()) for v in model.trainable_variables}
+
+    before = configs()
+    bad = {"d/kernel": np.zeros((3, 2)), "h/kernel": np.full((2, 1), np.nan)}
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=r"anchor\['h/kernel'\].*NaN or inf"):
+            kl.regularize(model, l2_anchor_weight=0.1, anchor=bad, dry_run=dry_run)
+    assert configs() == before
+    kl.regularize(model, l2_anchor_weight=0.1, anchor={"d/kernel": np.ones((3, 2)), "h/kernel": np.ones((2, 1))})
+    anchor = model.get_layer("d").kernel.regularizer.anchor  # float64 ones: kept in the variable's dtype
+    assert keras.backend.standardize_dtype(anchor.dtype) == "float32" and to_numpy(anchor).tolist() == [[1, 1]] * 3
+
+
+def test_excluding_a_part_of_a_multi_head_attention_says_to_exclude_all_of_it():
+    inputs = keras.Input((4, 8))
+    model = keras.Model(inputs, L.MultiHeadAttention(2, 4, name="mha")(inputs, inputs))
+    with pytest.raises(ValueError, match="exclude='mha'") as error:
+        kl.regularize(model, l2_weight=0.1, exclude="query")
+    assert "exclude the whole layer" in str(error.value)
+    kl.regularize(model, l2_weight=0.1, exclude="mha")  # the fix runs
+    assert all(v.regularizer is None for v in model.trainable_variables)

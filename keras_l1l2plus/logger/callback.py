@@ -44,6 +44,7 @@ class PenaltyLogger(keras.callbacks.Callback):
 
         l1_weight, l1_bias, l2_weight, l2_bias   the four terms (see `penalty_terms`)
         group_weight   the group lasso term, where a weight has one (group_bias: a bias)
+        l2_anchor_weight   L2 toward w₀ (L2-SP), where a weight has an anchor (l2_anchor_bias: a bias)
         penalty        every weight penalty: what Keras adds to the loss
         data_loss      loss − penalty
         sparsity_weight, sparsity_bias   fraction of exactly-zero entries among the
