@@ -28,6 +28,7 @@ __all__ = [
     "gradients",
     "hook_compute_loss",
     "is_running",
+    "layout_like",
     "mean_gradient",
     "micro_steps",
     "model_state",
@@ -268,6 +269,40 @@ def distribution_scope(model: Any) -> Any:
     """The scope new variables of `model` are made in: its `tf.distribute` strategy's, else none."""
     strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def layout_like(reference: Any) -> dict:
+    """Keyword arguments of `keras.Variable` that lay a new variable out as `reference` is: `{"layout": ...}`, or {}.
+
+    Under a `keras.distribution` (JAX's `ModelParallel`, `DataParallel`) a
+    new variable takes the layout the distribution gives its own path: a
+    copy of a sharded kernel (`L1L2Plus`'s anchor w₀, a variable named
+    `anchor`, which no `LayoutMap` entry names) would be replicated, whole
+    on every device, beside a kernel split over them.
+    `Distribution.get_variable_layout(reference)` gives the reference's
+    layout and `keras.Variable(layout=...)` puts the copy there: public
+    API, but `layout` is an argument of recent Keras only (3.15.1 has it,
+    3.8.0 not), read from the signature. {} where there is no distribution,
+    `reference` is not a `keras.Variable`, or this Keras's `Variable` takes no
+    `layout`: the copy is then laid out as the distribution lays out its
+    path (replicated unless the `LayoutMap` names it).
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or not isinstance(reference, keras.Variable) or not _VARIABLE_TAKES_LAYOUT:
+        return {}
+    return {"layout": distribution.get_variable_layout(reference)}
+
+
+def _takes_layout() -> bool:
+    import inspect
+
+    try:
+        return "layout" in inspect.signature(keras.Variable.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a signature Python cannot read
+        return False
+
+
+_VARIABLE_TAKES_LAYOUT = _takes_layout()
 
 
 def flatten_layers(layer: Any) -> Iterator[Any]:

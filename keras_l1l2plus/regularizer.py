@@ -521,11 +521,12 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
     def _set_anchor(self, anchor: Any) -> None:
         """Keeps a copy of `anchor` (an array, a tensor, a variable, or a config's `{"shape", "dtype", "key"}`)
         as this regularizer's own non-trainable variable."""
+        like = anchor  # a keras.Variable given as w₀ (the kernel itself) lends its layout to the copy
         if isinstance(anchor, dict):  # from a config: the values are in the weights file, or still in memory
             shape, dtype, key = _anchor_spec(anchor)
             live = _ANCHORS.get(key)
             if live is not None and tuple(live.shape) == shape:  # clone_model, from_config in this process
-                values = np.array(ops.convert_to_numpy(live.value), dtype=dtype)
+                values, like = np.array(ops.convert_to_numpy(live.value), dtype=dtype), live
             else:  # a fresh process: `load_own_variables` fills it (`.keras`, `load_weights`)
                 values, self._anchor_pending = np.zeros(shape, dtype), True
         else:
@@ -544,7 +545,11 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.saveable_base()):
                     "Invalid value for argument `anchor`: expected finite floats. "
                     f"Received: anchor of dtype {values.dtype} with shape {values.shape}"
                 )
-        self._anchor = keras.Variable(values, trainable=False, autocast=False, name="anchor")
+        # Under a keras.distribution, laid out as the variable it was copied from (a sharded kernel: sharded
+        # alike, not whole on every device); see `_keras.layout_like`.
+        self._anchor = keras.Variable(
+            values, trainable=False, autocast=False, name="anchor", **_keras.layout_like(like)
+        )
         self._anchor_key = uuid.uuid4().hex
         _ANCHORS[self._anchor_key] = self._anchor
         # Only an anchored regularizer has variables for Keras's saving to visit (`_keras.saveable_base`):
