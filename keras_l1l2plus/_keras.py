@@ -32,6 +32,7 @@ __all__ = [
     "mean_gradient",
     "micro_steps",
     "model_state",
+    "multi_process",
     "num_replicas",
     "optimizer_built_variables",
     "optimizer_own_variables",
@@ -436,6 +437,21 @@ def num_replicas() -> int:
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def multi_process() -> bool:
+    """Whether this process is one of several running one computation: JAX's multi-controller runtime.
+
+    After `keras.distribution.initialize(...)` (or `jax.distributed.initialize`)
+    with more than one process, every process runs the same program on its
+    own devices and its part of each global array. Not a private name: a
+    backend fact, kept here with the others; TensorFlow and PyTorch: False.
+    """
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
 
 
 def forward_values_escape() -> bool:

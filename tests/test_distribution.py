@@ -1,4 +1,4 @@
-"""Past one device: sharded weights (JAX `ModelParallel`).
+"""Past one device: sharded weights (JAX `ModelParallel`), and several processes (JAX).
 
 Each distributed run is checked against the same model run unsharded on one
 device, from the same initial weights (set from numpy): every logged key,
@@ -10,11 +10,17 @@ devices. `tests/test_callbacks.py` and `tests/test_groups.py` hold the
 """
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from textwrap import dedent
 
+import keras
 import numpy as np
 import pytest
 from backends import only_on
@@ -283,3 +289,194 @@ def test_model_parallel_steps_move_no_kernel_between_devices(fresh_python, tmp_p
         large = Counter(s for _, sizes in collectives for s in sizes if s > largest_group_count)
         assert not large - keras_large, (name, collectives, keras_steps)
     assert any(re.search(r"jit_train_step\b", name) for name in plugin_steps)
+
+
+def test_logger_batch_end_hooks_stay_on_the_training_thread_when_jax_runs_several_processes(monkeypatch):
+    """Across JAX processes the logger is not `async_safe`, so Keras runs every batch-end hook of `fit` and of
+    its validation on the training thread (the deadlock it avoids: `PenaltyLogger.async_safe`)."""
+    import threading
+
+    import keras_l1l2plus as kl
+    from keras_l1l2plus import _keras
+
+    seen = {}
+
+    class Where(keras.callbacks.Callback):
+        async_safe = True  # leaves the choice of thread to Keras and the logger
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen.setdefault("train", set()).add(threading.get_ident())
+
+        def on_test_batch_end(self, batch, logs=None):
+            seen.setdefault("test", set()).add(threading.get_ident())
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+
+    def threads():
+        seen.clear()
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        kl.regularize(model, l1_weight=0.01)
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, y),
+                  callbacks=[kl.PenaltyLogger(), Where()])
+        return {kind: idents == {threading.get_ident()} for kind, idents in seen.items()}
+
+    one_process = threads()
+    assert kl.PenaltyLogger().async_safe and not _keras.multi_process()
+    monkeypatch.setattr(_keras, "multi_process", lambda: True)
+    assert not kl.PenaltyLogger().async_safe
+    assert threads() == {"train": True, "test": True}
+    # In one process Keras runs them on its worker thread where the backend allows threads (not TensorFlow's):
+    # the case above is a change of thread, not Keras's default.
+    assert one_process == {kind: keras.backend.backend() == "tensorflow" for kind in ("train", "test")}
+
+
+# Two processes on loopback, each with 2 virtual CPU devices, DataParallel over all 4; each process feeds its
+# half of every batch of 16 (`auto_shard_dataset=False`: Keras shards only a tf.data.Dataset itself), so the
+# global batches are those of the one-process run.
+MULTI_PROCESS_WORKER = """
+import faulthandler, json, os, sys
+faulthandler.dump_traceback_later(60, exit=True)  # a deadlock shows every thread's stack, and ends
+out, port, processes, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax
+import keras, numpy as np
+
+
+def cannot(stage, error):
+    # The installed JAX cannot run this on CPU across processes: said, with the error, for the test to skip.
+    message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    with open(out, "w") as f:
+        json.dump({"cannot": f"{stage}: {type(error).__name__}: {message}"}, f)
+    sys.exit(0)
+
+
+if processes > 1:
+    try:  # cross-process collectives on CPU need an implementation (gloo); older JAX defaulted to none
+        if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception as error:
+        cannot("jax_cpu_collectives_implementation", error)
+    try:
+        keras.distribution.initialize(job_addresses=f"127.0.0.1:{port}", num_processes=processes, process_id=index)
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        mesh = Mesh(np.array(jax.devices()), ("d",))
+        local = np.full((jax.local_device_count(),), index + 1.0, "float32")
+        total = jax.jit(lambda a: a.sum(), out_shardings=NamedSharding(mesh, PartitionSpec()))(
+            jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("d")), local))
+        expected = sum(jax.local_device_count() * (i + 1.0) for i in range(processes))
+        assert float(total) == expected, f"a cross-process sum gave {float(total)}, not {expected}"
+    except Exception as error:
+        cannot("a cross-process sum over all devices", error)
+    print("cross-process sum ok", file=sys.stderr, flush=True)
+import keras_l1l2plus as kl
+from keras_l1l2plus import _keras
+
+assert _keras.multi_process() == (processes > 1)
+print("devices", jax.process_index(), jax.process_count(), jax.devices(), file=sys.stderr, flush=True)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 5)).astype("float32")
+y = rng.normal(size=(64, 2)).astype("float32")
+init = [rng.normal(size=s).astype("float32") for s in ((5, 4), (4,), (4, 2), (2,))]
+init[0][:, 0] *= 0.05  # a weak unit, for the group step to remove
+batch = 16
+if processes > 1:
+    distribution = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    part = batch // processes  # this process's rows of every global batch
+    rows = np.concatenate([np.arange(b * batch + index * part, b * batch + (index + 1) * part)
+                           for b in range(len(x) // batch)])
+    x, y, batch = x[rows], y[rows], part
+model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
+model.set_weights(init)
+kl.regularize(model, l1_weight=0.05, l1_bias=0.005, l2_weight=0.001, l2_bias=0.0005, group_weight=0.05,
+              groups="units", proximal_weight=True)
+model.compile(optimizer=kl.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+schedule = kl.PenaltySchedule(l1_weight=keras.optimizers.schedules.PiecewiseConstantDecay([6], [0.05, 0.1]),
+                              group_weight=lambda epoch: 0.3 * (1 + epoch))
+history = model.fit(x, y, batch_size=batch, epochs=4, shuffle=False, verbose=0,
+                    validation_data=(x[:2 * batch], y[:2 * batch]),  # the global first 32 rows, in 2 batches
+                    callbacks=[kl.PenaltyLogger(), schedule]).history
+with open(out, "w") as f:
+    json.dump({"history": history, "weights": [w.tolist() for w in model.get_weights()],
+               "devices": len(jax.devices()), "processes": jax.process_count()}, f)
+"""
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_processes(commands, env, timeout):
+    """Runs `commands` at once, each in a process group of its own; [(return code, stderr)] and whether the
+    deadline passed. Every process still running at the deadline, or when this raises, is killed with its
+    group."""
+    processes = []
+    try:
+        for command in commands:
+            processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              text=True, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        errors, timed_out = [], False
+        for p in processes:
+            try:
+                errors.append(p.communicate(timeout=max(deadline - time.monotonic(), 0.1))[1])
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                break
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    if timed_out:
+        errors = [p.communicate()[1] for p in processes]
+    return [(p.wait(), err) for p, err in zip(processes, errors)], timed_out
+
+
+@pytest.mark.slow
+@only_on("jax", reason="keras.distribution across processes (JAX's multi-controller runtime)")
+def test_multi_process_data_parallel_two_processes_on_loopback_match_one_process(tmp_path):
+    import keras_l1l2plus
+
+    script = tmp_path / "worker.py"
+    script.write_text(dedent(MULTI_PROCESS_WORKER))
+    root = os.path.dirname(os.path.dirname(keras_l1l2plus.__file__))  # the workers import this package
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    started = time.monotonic()
+    [(code, err)], timed_out = _run_processes([[sys.executable, str(script), str(tmp_path / "one.json"), "0", "1",
+                                                "0"]], env, timeout=120)
+    assert not timed_out and code == 0, err[-3000:]
+    port = str(_free_port())
+    results, timed_out = _run_processes(
+        [[sys.executable, str(script), str(tmp_path / f"worker{i}.json"), port, "2", str(i)] for i in range(2)],
+        env, timeout=120)
+    found = [json.loads(path.read_text()) if path.exists() else {} for path in
+             (tmp_path / f"worker{i}.json" for i in range(2))]
+    cannot = [r["cannot"] for r in found if "cannot" in r]
+    if not cannot and not all("cross-process sum ok" in err for _, err in results):  # it hung, or crashed, there
+        cannot = [err.strip().splitlines()[-1][:300] if err.strip() else f"exit {code}" for code, err in results]
+    if cannot:
+        import jax
+
+        pytest.skip(f"JAX {jax.__version__} could not sum across 2 processes on CPU here: {cannot[0]}")
+    assert not timed_out, [err[-3000:] for _, err in results]
+    for code, err in results:
+        assert code == 0, err[-3000:]
+    expected = json.loads((tmp_path / "one.json").read_text())
+    assert expected["processes"] == 1
+    for result in found:
+        assert (result["processes"], result["devices"]) == (2, 4)
+        assert set(result["history"]) == set(expected["history"])
+        for key, values in expected["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-7, err_msg=key)
+        for a, b in zip(expected["weights"], result["weights"]):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(np.array(b) == 0, np.array(a) == 0)
+    history = expected["history"]
+    assert history["sparsity_weight"][-1] > 0 and history["lambda_l1_weight"] == pytest.approx([0.05, 0.1, 0.1, 0.1])
+    assert history["live_groups"][-1] < 6  # of 4 + 2 units: the group step removed some
+    assert time.monotonic() - started < 150
