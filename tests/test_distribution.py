@@ -1,4 +1,4 @@
-"""Past one device: sharded weights (JAX `ModelParallel`), and several processes (JAX).
+"""Past one device: sharded weights (JAX `ModelParallel`), several processes (JAX), and what PyTorch lacks.
 
 Each distributed run is checked against the same model run unsharded on one
 device, from the same initial weights (set from numpy): every logged key,
@@ -480,3 +480,18 @@ def test_multi_process_data_parallel_two_processes_on_loopback_match_one_process
     assert history["sparsity_weight"][-1] > 0 and history["lambda_l1_weight"] == pytest.approx([0.05, 0.1, 0.1, 0.1])
     assert history["live_groups"][-1] < 6  # of 4 + 2 units: the group step removed some
     assert time.monotonic() - started < 150
+
+
+@only_on("torch", reason="keras.distribution on PyTorch")
+def test_keras_distribution_has_no_pytorch_backend_as_the_readme_says():
+    """The README's backend table says "not available in Keras" for PyTorch (Keras 3.8.0 and 3.15.1: the names
+    exist, their backend part is None). When this fails, Keras has added it: test the plugin under it."""
+    assert keras.distribution.distribution() is None  # reading the global distribution works on every backend
+    for call in (keras.distribution.list_devices, keras.distribution.DataParallel, keras.distribution.initialize):
+        try:
+            call()
+        except AttributeError as error:  # 'NoneType' object has no attribute 'list_devices' / 'initialize'
+            assert "NoneType" in str(error), error
+        else:
+            pytest.fail(f"keras.distribution.{call.__name__}() works on PyTorch in Keras {keras.__version__}: "
+                        "update the README's backend table and test the plugin under it")
