@@ -28,9 +28,11 @@ __all__ = [
     "gradients",
     "hook_compute_loss",
     "is_running",
+    "layout_like",
     "mean_gradient",
     "micro_steps",
     "model_state",
+    "multi_process",
     "num_replicas",
     "optimizer_built_variables",
     "optimizer_own_variables",
@@ -276,6 +278,40 @@ def distribution_scope(model: Any) -> Any:
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
+def layout_like(reference: Any) -> dict:
+    """Keyword arguments of `keras.Variable` that lay a new variable out as `reference` is: `{"layout": ...}`, or {}.
+
+    Under a `keras.distribution` (JAX's `ModelParallel`, `DataParallel`) a
+    new variable takes the layout the distribution gives its own path: a
+    copy of a sharded kernel (`L1L2Plus`'s anchor w₀, a variable named
+    `anchor`, which no `LayoutMap` entry names) would be replicated, whole
+    on every device, beside a kernel split over them.
+    `Distribution.get_variable_layout(reference)` gives the reference's
+    layout and `keras.Variable(layout=...)` puts the copy there: public
+    API, but `layout` is an argument of recent Keras only (3.15.1 has it,
+    3.8.0 not), read from the signature. {} where there is no distribution,
+    `reference` is not a `keras.Variable`, or this Keras's `Variable` takes no
+    `layout`: the copy is then laid out as the distribution lays out its
+    path (replicated unless the `LayoutMap` names it).
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or not isinstance(reference, keras.Variable) or not _VARIABLE_TAKES_LAYOUT:
+        return {}
+    return {"layout": distribution.get_variable_layout(reference)}
+
+
+def _takes_layout() -> bool:
+    import inspect
+
+    try:
+        return "layout" in inspect.signature(keras.Variable.__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a signature Python cannot read
+        return False
+
+
+_VARIABLE_TAKES_LAYOUT = _takes_layout()
+
+
 def flatten_layers(layer: Any) -> Iterator[Any]:
     """The direct sublayers of `layer`, in Keras's tracking order.
 
@@ -407,6 +443,21 @@ def num_replicas() -> int:
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def multi_process() -> bool:
+    """Whether this process is one of several running one computation: JAX's multi-controller runtime.
+
+    After `keras.distribution.initialize(...)` (or `jax.distributed.initialize`)
+    with more than one process, every process runs the same program on its
+    own devices and its part of each global array. Not a private name: a
+    backend fact, kept here with the others; TensorFlow and PyTorch: False.
+    """
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
 
 
 def forward_values_escape() -> bool:

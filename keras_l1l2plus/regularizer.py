@@ -534,16 +534,21 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.SaveableVariables):
     def _set_anchor(self, anchor: Any) -> None:
         """Keeps a copy of `anchor` (an array, a tensor, a variable, or a config's `{"shape", "dtype", "key"}`)
         as this regularizer's own non-trainable variable."""
+        like = anchor  # a keras.Variable given as w₀ (the kernel itself) lends its layout to the copy
         if isinstance(anchor, dict):  # from a config: the values are in the weights file, or still in memory
             shape, dtype, key = _anchor_spec(anchor)
             live = _ANCHORS.get(key)
             if live is not None and tuple(live.shape) == shape and key not in _PENDING:  # clone_model
-                values = ops.convert_to_numpy(live.value)
+                values, like = ops.convert_to_numpy(live.value), live
             else:  # a fresh process: `load_own_variables` fills it (`.keras`, `load_weights`)
                 values, self._anchor_pending = ops.convert_to_numpy(ops.zeros(shape, dtype)), True
         else:
             values = anchor_values(anchor, "anchor")
-        self._anchor = keras.Variable(values, trainable=False, autocast=False, name="anchor")
+        # Under a keras.distribution, laid out as the variable it was copied from (a sharded kernel: sharded
+        # alike, not whole on every device); see `_keras.layout_like`.
+        self._anchor = keras.Variable(
+            values, trainable=False, autocast=False, name="anchor", **_keras.layout_like(like)
+        )
         self._anchor_key = uuid.uuid4().hex
         _ANCHORS[self._anchor_key] = self._anchor
         if self._anchor_pending:

@@ -112,6 +112,32 @@ def test_anchor_is_a_copy_and_not_a_weight():
     assert float(to_numpy(model.losses[0])) == pytest.approx(0.1 * 12.0, rel=1e-6)
 
 
+def test_a_new_w0_reaches_a_compiled_step_at_once_except_on_jax_where_it_needs_a_new_trace():
+    """What docs/design.md records: on JAX w₀ is a constant of the traced step.
+
+    Keras's JAX trainer threads the model's variables through its jitted step;
+    w₀ is the regularizer's own variable, not the model's, so the trace reads
+    its value once. TensorFlow's graph and PyTorch read the variable at every
+    step. When this test fails on JAX, w₀ has become state of the step: update
+    the design record.
+    """
+    x, y = rng_array((32, 4), 2), rng_array((32, 3), 3)
+    model, w0 = anchored_model(lam=1.0)  # w₀ = the kernel: the anchor term is 0
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    w = keras.ops.convert_to_numpy(model.layers[0].kernel).astype("float64")
+    data_loss = np.mean(np.square(x.astype("float64") @ w - y))
+    assert model.evaluate(x, y, batch_size=32, verbose=0) == pytest.approx(data_loss, rel=1e-5)
+    model.layers[0].kernel_regularizer.anchor.assign(np.zeros_like(w0))  # w₀ = 0: the term is Σw²
+    with_new_w0 = data_loss + np.square(w).sum()
+    traced_before = model.evaluate(x, y, batch_size=32, verbose=0)
+    if keras.backend.backend() == "jax":
+        assert traced_before == pytest.approx(data_loss, rel=1e-5)  # the old w₀, a constant of the trace
+    else:
+        assert traced_before == pytest.approx(with_new_w0, rel=1e-5)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # a new trace reads the new w₀
+    assert model.evaluate(x, y, batch_size=32, verbose=0) == pytest.approx(with_new_w0, rel=1e-5)
+
+
 # --- penalty_terms, the logger, the schedule -------------------------------------------------
 
 

@@ -180,6 +180,37 @@ def test_new_variables_go_where_the_models_strategy_puts_them():
             assert tf.distribute.get_strategy() is strategy
 
 
+def test_a_copy_of_a_variable_is_laid_out_as_the_variable_under_a_distribution():
+    """`layout_like`: {} without a distribution; on JAX, under ModelParallel, the kernel's own layout."""
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, name="dense")])
+    assert _keras.layout_like(model.layers[0].kernel) == {}  # no distribution
+    if keras.backend.backend() != "jax":
+        return  # keras.distribution runs on JAX (TensorFlow's backend has no ModelParallel variables to lay out)
+    import jax
+
+    mesh = keras.distribution.DeviceMesh((1, 1), ["batch", "model"], devices=jax.devices()[:1])
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map[".*dense/kernel"] = (None, "model")
+    distribution = keras.distribution.ModelParallel(layout_map=layout_map)
+    keras.distribution.set_distribution(distribution)
+    try:  # one device here (the 4-device run is tests/test_distribution.py): the layouts, as Keras reads them
+        kernel = keras.Sequential([keras.Input((3,)), L.Dense(2, name="dense")]).layers[0].kernel
+        assert distribution.get_variable_layout(kernel).axes == (None, "model")  # the LayoutMap names the kernel
+        plain = keras.Variable(np.zeros((3, 2), "float32"), name="anchor")
+        assert distribution.get_variable_layout(plain).axes == (None, None)  # a path it does not name: replicated
+        assert _keras.layout_like(np.zeros((3, 2))) == {}  # only a keras.Variable lends its layout
+        kwargs = _keras.layout_like(kernel)
+        if "layout" not in inspect.signature(keras.Variable.__init__).parameters:
+            assert kwargs == {}, "this Keras's Variable takes no layout"
+            return
+        assert kwargs["layout"].axes == (None, "model")
+        copy = keras.Variable(np.ones((3, 2), "float32"), name="anchor", **kwargs)
+        assert distribution.get_variable_layout(copy).axes == (None, "model")
+        np.testing.assert_array_equal(copy.numpy(), np.ones((3, 2)))
+    finally:
+        keras.distribution.set_distribution(None)
+
+
 def test_fused_gradient_memory_rule_names_a_backend():
     assert _keras.fused_gradient_saves_memory() == (keras.backend.backend() != "tensorflow")
 

@@ -110,10 +110,23 @@ class PenaltyLogger(keras.callbacks.Callback):
             `ProgbarLogger`, is yours and kept.)
     """
 
-    # Its batch-end hook only drops keys from the logs: Keras may run it off
-    # the training thread. (Batch-begin hooks, which claim the steps, always
-    # run on it, right before the step.)
-    async_safe = True
+    @property
+    def async_safe(self) -> bool:
+        """Whether Keras may run the batch-end hooks off the training thread (read when `fit` starts).
+
+        The hook only drops keys from the logs, so it may, and Keras then
+        converts the logs to numbers on a worker thread while the next step
+        runs. (Batch-begin hooks, which claim the steps, always run on the
+        training thread, right before the step.) Not across JAX processes
+        (`_keras.multi_process`): there that worker thread's reads of the
+        logs, beside the metric's eager ops on the training thread, left two
+        processes waiting on each other, in `fit` and in its validation
+        (2 runs of 10 deadlocked, and 3 of 14 with validation, on 2 CPU
+        processes, JAX 0.10.2; none of 18 with the hooks on the training
+        thread, 10 of them with validation; none of 10 for Keras alone), so
+        the hooks run on the training thread there.
+        """
+        return not _keras.multi_process()
 
     def __init__(self, update_freq: Union[str, int] = "batch", per_layer: bool = False, progress_bar: str = "short"):
         super().__init__()
@@ -216,6 +229,11 @@ class PenaltyLogger(keras.callbacks.Callback):
         if self.update_freq == "epoch" or (batch + 1) % self.update_freq:
             for key in self._keys:
                 logs.pop(key, None)
+
+    def on_test_batch_end(self, batch, logs=None):
+        # Nothing to do; defined so that where this logger is not `async_safe`, Keras runs evaluate's
+        # batch-end hooks on the training thread too (it keeps its worker thread for hooks no callback defines).
+        pass
 
     def on_epoch_end(self, epoch, logs=None):
         if self._unchecked:  # an epoch of one batch
