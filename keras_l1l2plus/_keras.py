@@ -18,6 +18,7 @@ import keras
 __all__ = [
     "MetricContainer",
     "add_model_metric",
+    "count_true",
     "distribution_scope",
     "ema_average",
     "flatten_layers",
@@ -458,6 +459,23 @@ def multi_process() -> bool:
     import jax
 
     return jax.process_count() > 1
+
+
+def count_true(mask: Any) -> Any:
+    """The number of True entries of a boolean tensor, as an integer scalar tensor (exact at any size).
+
+    `ops.sum(ops.cast(mask, "int32"))` everywhere but PyTorch, whose integer
+    sum of a 10 M-entry mask took 20 ms on CPU against 1.5 ms for
+    `torch.count_nonzero` (the logger counts a proximal model's exact zeros
+    at every step: +60 % of a 10 M MLP's step). Not `ops.count_nonzero`:
+    Keras's PyTorch version transposes its 0-d result, which warns at every
+    call. Not a private name: a backend fact, kept here with the others.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.count_nonzero(mask)
+    return keras.ops.sum(keras.ops.cast(mask, "int32"))
 
 
 def forward_values_escape() -> bool:

@@ -275,9 +275,8 @@ def sparsity_targets(
 def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
     """`{"sparsity_<role>": #{x = 0} / #x}` over each role's variables, as float32 scalars (0 with none).
 
-    The zeros are counted as integers, exact whatever the size (a float32
-    sum of a mask is not above 2^24 entries). Not `ops.count_nonzero`: on
-    PyTorch Keras's transposes its 0-d result, which warns at every call.
+    The zeros are counted as integers (`_keras.count_true`), exact whatever
+    the size (a float32 sum of a mask is not above 2^24 entries).
     """
     fractions = {}
     for role, variables in targets.items():
@@ -286,7 +285,7 @@ def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
             fractions[f"sparsity_{role}"] = ops.zeros((), dtype="float32")
             continue
         # logical_not(x) is x == 0 for numbers (NaN is not a zero), with no constant made per call.
-        zeros = _keras.stack_scalars([ops.sum(ops.cast(ops.logical_not(v), "int32")) for v in variables])
+        zeros = _keras.stack_scalars([_keras.count_true(ops.logical_not(v)) for v in variables])
         fractions[f"sparsity_{role}"] = ops.cast(ops.sum(zeros), "float32") / size
     return fractions
 
@@ -313,7 +312,7 @@ def live_groups(targets: list[tuple[Any, str]]) -> Any:
         live = ops.logical_not(ops.logical_not(variable))  # x != 0, with no constant made per call
         if axes:
             live = ops.any(live, axis=axes)
-        counts.append(ops.sum(ops.cast(live, "int32")))
+        counts.append(_keras.count_true(live))
     if not counts:
         return ops.zeros((), dtype="float32")
     return ops.cast(ops.sum(_keras.stack_scalars(counts)), "float32")

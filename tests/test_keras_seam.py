@@ -352,6 +352,14 @@ def test_a_saveable_regularizer_is_walked_by_keras_saving_under_the_layer(tmp_pa
     get_attr_skipset(_keras.SaveableVariables()._obj_type())  # a kind Keras's saving accepts
 
 
+def test_count_true_counts_exactly():
+    import numpy as np
+
+    mask = np.zeros((300, 300), bool)
+    mask[::3, ::7] = True
+    assert int(keras.ops.convert_to_numpy(_keras.count_true(keras.ops.convert_to_tensor(mask)))) == mask.sum()
+
+
 def test_materialize_keeps_the_values_and_is_a_barrier_on_jax():
     x = keras.ops.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]])
     assert keras.ops.convert_to_numpy(_keras.materialize(x)).tolist() == [[1.0, 2.0], [3.0, 4.0]]
