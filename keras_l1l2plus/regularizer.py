@@ -67,6 +67,7 @@ from keras_l1l2plus.factors import Factor, validate_flag, validate_penalty, vali
 __all__ = [
     "GROUPS",
     "L1L2Plus",
+    "LAMBDA_KINDS",
     "as_l1l2plus",
     "group_axes",
     "group_l1_norm",
@@ -245,18 +246,21 @@ def group_l1_norm(x: Any, groups: str) -> Any:
 _NO_FACTOR = Factor(0.0)
 
 
-def _group_squares(xa: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
-    """`(‖x_g‖₂ of every group, Σx²)` from one pass of squares over `xa` (the norms keep size-1 axes)."""
-    if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
-        return ops.absolute(xa), ops.sum(ops.square(xa))
-    squares = _square_sums(xa, axes)
-    return ops.sqrt(squares), ops.sum(squares)
-
-
 def _safe_sqrt(squares: Any) -> Any:
     """sqrt, with the gradient 0 (not ∞·0) where `squares` is 0: the group gradient defined at a zero group."""
     positive = ops.greater(squares, 0)
     return ops.where(positive, ops.sqrt(ops.where(positive, squares, ops.ones_like(squares))), 0)
+
+
+def _group_squares(xa: Any, axes: tuple[int, ...], sqrt: Any = ops.sqrt) -> tuple[Any, Any]:
+    """`(‖x_g‖₂ of every group, Σx²)` from one pass of squares over `xa` (the norms keep size-1 axes).
+
+    `sqrt=_safe_sqrt` where autodiff differentiates the norms (0 at a zero group).
+    """
+    if not axes:  # groups of one entry: |x|, exact where sqrt(x²) would underflow
+        return ops.absolute(xa), ops.sum(ops.square(xa))
+    squares = _square_sums(xa, axes)
+    return sqrt(squares), ops.sum(squares)
 
 
 def penalty(
@@ -321,13 +325,11 @@ def penalty(
         # there the L2 and group terms take autodiff's gradient of the same
         # squares, which it schedules in place.
         l1_sum = l1_norm(x, zero_grad)
-        if not with_group:
-            l2_sum, group_sum = ops.sum(ops.square(x)), None
-        elif not axes:
-            l2_sum, group_sum = ops.sum(ops.square(x)), ops.sum(ops.absolute(x))
+        if with_group:
+            norms, l2_sum = _group_squares(x, axes, sqrt=_safe_sqrt)
+            group_sum = ops.sum(norms)
         else:
-            squares = ops.sum(ops.square(x), axis=axes, keepdims=True)
-            l2_sum, group_sum = ops.sum(squares), ops.sum(_safe_sqrt(squares))
+            l2_sum, group_sum = ops.sum(ops.square(x)), None
         return value_of(l1_sum, l2_sum, group_sum), l1_sum, l2_sum, group_sum
     keep = _keras.forward_values_escape()
     sums: list = [None, None, None]
@@ -372,6 +374,7 @@ def penalty(
 
 # Each λ's kind (`L1L2Plus.factor`), the attribute holding its `Factor`, and its symbol in the docs.
 _FACTOR_ATTRIBUTES = {"l1": "_l1", "l2": "_l2", "group": "_group", "l2_anchor": "_l2_anchor"}
+LAMBDA_KINDS = tuple(_FACTOR_ATTRIBUTES)  # the kinds `L1L2Plus.factor` takes
 _SYMBOLS = {"l1": "λ1", "l2": "λ2", "group": "λg", "l2_anchor": "λa"}
 
 

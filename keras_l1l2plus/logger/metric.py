@@ -24,7 +24,7 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
-from keras_l1l2plus.regularizer import in_dtype
+from keras_l1l2plus.regularizer import LAMBDA_KINDS, in_dtype
 from keras_l1l2plus.terms import group_targets, live_groups, penalty_sums, sparsity_targets, zero_fractions
 
 __all__ = ["PenaltyMetric", "batch_size", "counts_live_groups", "latest_keys", "sparsity_roles"]
@@ -162,9 +162,6 @@ class PenaltyMetric(_keras.MetricContainer):
         return {"name": self.name}
 
 
-_KINDS = ("l1", "l2", "group", "l2_anchor")  # the λs a recorded regularizer reads (`L1L2Plus.factor`)
-
-
 def _signature(recorded: dict | None) -> tuple | None:
     """What a cached `_StepPlan` depends on, as this step's loss recorded it; None when it recorded nothing.
 
@@ -174,7 +171,7 @@ def _signature(recorded: dict | None) -> tuple | None:
     """
     if not recorded:
         return None
-    return tuple((key, *(id(entry[3].factor(kind)) for kind in _KINDS)) for key, entry in recorded.items())
+    return tuple((key, *(id(entry[3].factor(kind)) for kind in LAMBDA_KINDS)) for key, entry in recorded.items())
 
 
 class _StepPlan:
