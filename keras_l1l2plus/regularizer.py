@@ -51,6 +51,7 @@ This module is the one place the penalty math lives.
 from __future__ import annotations
 
 import contextlib
+import operator
 import threading
 import uuid
 import warnings
@@ -375,6 +376,7 @@ def penalty(
 # Each λ's kind (`L1L2Plus.factor`), the attribute holding its `Factor`, and its symbol in the docs.
 _FACTOR_ATTRIBUTES = {"l1": "_l1", "l2": "_l2", "group": "_group", "l2_anchor": "_l2_anchor"}
 LAMBDA_KINDS = tuple(_FACTOR_ATTRIBUTES)  # the kinds `L1L2Plus.factor` takes
+_read_factors = operator.attrgetter(*_FACTOR_ATTRIBUTES.values())
 _SYMBOLS = {"l1": "λ1", "l2": "λ2", "group": "λg", "l2_anchor": "λa"}
 
 
@@ -631,6 +633,10 @@ class L1L2Plus(keras.regularizers.Regularizer, _keras.SaveableVariables):
     def factor(self, kind: str) -> Factor:
         """The `Factor` of `kind` ("l1", "l2", "group" or "l2_anchor"): how the step reads that λ."""
         return getattr(self, _FACTOR_ATTRIBUTES[kind])
+
+    def factors(self) -> tuple[Factor, ...]:
+        """Every `Factor`, in the order of `LAMBDA_KINDS` (one call: the logger compares them at every step)."""
+        return _read_factors(self)
 
     def schedule(self, kind: str, factor: Factor) -> None:
         """Makes the step read λ `kind` from `factor`: an entry of the model's λ vector (`PenaltySchedule`),

@@ -273,21 +273,9 @@ def sparsity_targets(
 
 
 def zero_fractions(targets: dict[str, list]) -> dict[str, Any]:
-    """`{"sparsity_<role>": #{x = 0} / #x}` over each role's variables, as float32 scalars (0 with none).
-
-    The zeros are counted as integers (`_keras.count_true`), exact whatever
-    the size (a float32 sum of a mask is not above 2^24 entries).
-    """
-    fractions = {}
-    for role, variables in targets.items():
-        size = sum(int(np.prod(v.shape)) for v in variables)
-        if not size:
-            fractions[f"sparsity_{role}"] = ops.zeros((), dtype="float32")
-            continue
-        # logical_not(x) is x == 0 for numbers (NaN is not a zero), with no constant made per call.
-        zeros = _keras.stack_scalars([_keras.count_true(ops.logical_not(v)) for v in variables])
-        fractions[f"sparsity_{role}"] = ops.cast(ops.sum(zeros), "float32") / size
-    return fractions
+    """`{"sparsity_<role>": #{x = 0} / #x}` over each role's variables, as float32 scalars (0 with none)."""
+    counts = Counts(targets)
+    return dict(zip(counts.keys, ops.unstack(counts.values())))
 
 
 def group_targets(model: keras.layers.Layer) -> list[tuple[Any, str]]:
@@ -306,13 +294,67 @@ def live_groups(targets: list[tuple[Any, str]]) -> Any:
     A group is dead when every entry is exactly 0 (not when its norm
     underflows): what `shrink` removes.
     """
-    counts = []
-    for variable, groups in targets:
-        axes = group_axes(tuple(variable.shape), groups)
-        live = ops.logical_not(ops.logical_not(variable))  # x != 0, with no constant made per call
-        if axes:
-            live = ops.any(live, axis=axes)
-        counts.append(_keras.count_true(live))
-    if not counts:
-        return ops.zeros((), dtype="float32")
-    return ops.cast(ops.sum(_keras.stack_scalars(counts)), "float32")
+    return Counts({}, targets).values()[0]
+
+
+class Counts:
+    """`sparsity_<role>` of `zero_targets` (`sparsity_targets`) and `live_groups` of `group_targets`, in one vector.
+
+    `values()` counts the nonzero entries of each variable (of each
+    variable's group mask for `live_groups`) as integers
+    (`_keras.count_nonzero`: exact whatever the size), stacks the counts,
+    and turns them into the logged values with one product by a matrix made
+    here, once:
+
+        sparsity_<role> = Σ_v (#v − nonzero(v)) / Σ_v #v     (0 with no variable)
+        live_groups     = Σ_v nonzero(any(v ≠ 0 over each group))
+
+    in float32, exact while a variable has fewer than 2^24 entries (above,
+    within float32's relative 6e-8). `keys` are in that order; `live_groups`
+    only with `group_targets` given (not None). A `PenaltyLogger` builds one
+    per step plan and calls `values()` at every step: on PyTorch, where
+    every op is a Python call in the step, a fixed number of ops whatever the
+    number of roles.
+    """
+
+    def __init__(self, zero_targets: dict[str, list], group_targets: list[tuple[Any, str]] | None = None):
+        self.keys = tuple(f"sparsity_{role}" for role in zero_targets)
+        self._counted: list[tuple[Any, tuple | None]] = []  # (variable, the group axes or None)
+        columns = []  # (row, offset, sign): the count enters row `row` as offset + sign·nonzero
+        for row, variables in enumerate(zero_targets.values()):
+            for variable in variables:
+                self._counted.append((variable, None))
+                columns.append((row, _size(variable), -1.0))
+        divisors = [float(sum(_size(v) for v in variables) or 1) for variables in zero_targets.values()]
+        if group_targets is not None:
+            self.keys += ("live_groups",)
+            for variable, groups in group_targets:
+                self._counted.append((variable, group_axes(tuple(variable.shape), groups)))
+                columns.append((len(divisors), 0.0, 1.0))
+            divisors.append(1.0)
+        rows = np.zeros((len(divisors), len(columns)), "float32")
+        for column, (row, _, _) in enumerate(columns):
+            rows[row, column] = 1.0
+        as_tensor = ops.convert_to_tensor if _keras.tensors_outlive_the_step() else (lambda array: array)
+        self._rows = as_tensor(rows)
+        self._offsets = as_tensor(np.array([offset for _, offset, _ in columns], "float32"))
+        self._signs = as_tensor(np.array([sign for _, _, sign in columns], "float32"))
+        self._divisors = as_tensor(np.array(divisors, "float32"))
+
+    def values(self) -> Any:
+        """The values of `keys`, as one float32 vector."""
+        if not self._counted:
+            return ops.zeros((len(self.keys),), dtype="float32")
+        nonzero = []
+        for variable, axes in self._counted:
+            if axes is None:
+                nonzero.append(_keras.count_nonzero(variable))
+            else:  # x != 0 as a bool with no constant made per call, then any over each group
+                live = ops.logical_not(ops.logical_not(variable))
+                nonzero.append(_keras.count_nonzero(ops.any(live, axis=axes) if axes else live))
+        counts = self._offsets + self._signs * ops.cast(_keras.stack_scalars(nonzero), "float32")
+        return ops.sum(self._rows * counts, axis=1) / self._divisors
+
+
+def _size(variable: Any) -> int:
+    return int(np.prod(variable.shape))

@@ -352,12 +352,17 @@ def test_a_saveable_regularizer_is_walked_by_keras_saving_under_the_layer(tmp_pa
     get_attr_skipset(_keras.SaveableVariables()._obj_type())  # a kind Keras's saving accepts
 
 
-def test_count_true_counts_exactly():
+def test_count_nonzero_counts_exactly():
     import numpy as np
 
     mask = np.zeros((300, 300), bool)
     mask[::3, ::7] = True
-    assert int(keras.ops.convert_to_numpy(_keras.count_true(keras.ops.convert_to_tensor(mask)))) == mask.sum()
+    assert int(keras.ops.convert_to_numpy(_keras.count_nonzero(keras.ops.convert_to_tensor(mask)))) == mask.sum()
+    values = np.where(mask, np.float32(-0.5), np.float32(0.0))
+    values[1, 1] = np.nan  # not a zero
+    variable = keras.Variable(values)
+    assert int(keras.ops.convert_to_numpy(_keras.count_nonzero(variable))) == mask.sum() + 1
+    assert int(keras.ops.convert_to_numpy(_keras.count_nonzero(variable.value))) == mask.sum() + 1
 
 
 def test_materialize_keeps_the_values_and_is_a_barrier_on_jax():
@@ -457,3 +462,32 @@ def test_every_private_keras_name_the_package_uses_is_in_the_seam_and_tested():
 
     untested = {name: sorted(users[name]) for name in keras_private if not any(tested(f) for f in users[name])}
     assert not untested, f"private Keras names in _keras.py whose seam function has no test here: {untested}"
+
+
+def test_add_to_and_assign_to_write_the_variable_or_the_stateless_scope():
+    """In place on PyTorch, Keras's assignments elsewhere; inside a StatelessScope the update goes to the scope."""
+    variable = keras.Variable(np.array([1.0, 2.0, 3.0], "float32"), trainable=False)
+    _keras.add_to(variable, keras.ops.convert_to_tensor(np.array([0.5, 0.25, -1.0], "float32")))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), [1.5, 2.25, 2.0])
+    _keras.assign_to(variable, keras.ops.convert_to_tensor(np.array([4.0, 5.0, 6.0], "float32")))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), [4.0, 5.0, 6.0])
+    with keras.StatelessScope() as scope:
+        _keras.add_to(variable, keras.ops.convert_to_tensor(np.array([1.0, 1.0, 1.0], "float32")))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(scope.get_current_value(variable)), [5.0, 6.0, 7.0])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), [4.0, 5.0, 6.0])  # not written
+    with keras.StatelessScope() as scope:
+        _keras.assign_to(variable, keras.ops.convert_to_tensor(np.array([0.0, 0.0, 1.0], "float32")))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(scope.get_current_value(variable)), [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), [4.0, 5.0, 6.0])
+    if keras.backend.backend() == "torch":
+        assert _keras._in_stateless_scope is not None  # the private name is where the seam reads it
+
+
+def test_entries_for_logs_are_floats_on_pytorch_and_tensors_elsewhere():
+    vector = keras.ops.convert_to_tensor(np.array([0.5, 1.5, -2.0], "float32"))
+    entries = _keras.entries_for_logs(vector)
+    assert [float(e) for e in entries] == [0.5, 1.5, -2.0]
+    if keras.backend.backend() == "torch":
+        assert all(type(e) is float for e in entries)
+    else:
+        assert all(keras.ops.is_tensor(e) for e in entries)

@@ -24,8 +24,8 @@ from keras import ops
 
 from keras_l1l2plus import _keras
 from keras_l1l2plus.proximal import proximal_roles, uses_proximal_step
-from keras_l1l2plus.regularizer import LAMBDA_KINDS, in_dtype
-from keras_l1l2plus.terms import group_targets, live_groups, penalty_sums, sparsity_targets, zero_fractions
+from keras_l1l2plus.regularizer import in_dtype
+from keras_l1l2plus.terms import Counts, group_targets, penalty_sums, sparsity_targets
 
 __all__ = ["PenaltyMetric", "batch_size", "counts_live_groups", "latest_keys", "sparsity_roles"]
 
@@ -68,9 +68,10 @@ class PenaltyMetric(_keras.MetricContainer):
         self._sparsity_targets = lambda: sparsity_targets(model, roles=sparsity_roles, proximal_only=True)
         self._group_targets = (lambda: group_targets(model)) if live_groups else (lambda: None)
         self.mean_keys = mean_keys
-        lambdas = dict(lambdas or {})  # scheduled λ variables, read in the step
-        # In a closure: as attributes, Keras would track them as this metric's own state.
-        self._lambda_values = lambda: [ops.cast(e.read(), "float32") for e in lambdas.values()]
+        lambdas = dict(lambdas or {})  # the scheduled λs: entries of the model's λ vector, read in the step
+        # In a closure: as an attribute, Keras would track the λ vector as this metric's own state.
+        self._lambda_vector = lambda: next(e.variable for e in lambdas.values()) if lambdas else None
+        self._lambda_index = np.array([e.index for e in lambdas.values()], "int32")
         self.lambda_ids = tuple(id(v) for v in lambdas.values())
         self.latest_keys = latest_keys(sparsity_roles, lambdas, live_groups)
         self.keys = self.mean_keys + self.latest_keys
@@ -106,10 +107,13 @@ class PenaltyMetric(_keras.MetricContainer):
         plan = self._plan
         signature = _signature(recorded)
         if plan is None or signature is None or plan.signature != signature:
-            plan = self._plan = _StepPlan(self, self._sums(recorded), signature)
-        sums = (
-            plan.sums if plan.signature is None else [in_dtype(recorded[v][slot], "float32") for v, slot in plan.rows]
-        )
+            plan = self._plan = _StepPlan(self, self._sums(recorded), signature, recorded)
+        if plan.signature is None:
+            sums = plan.sums
+        elif plan.rows_in_float32:  # as most are: no dtype to read per row and step
+            sums = [recorded[v][slot] for v, slot in plan.rows]
+        else:
+            sums = [in_dtype(recorded[v][slot], "float32") for v, slot in plan.rows]
         if len(loss.shape):  # Keras's compute_loss returns a scalar; a custom one may not
             loss = ops.sum(loss)
         loss = ops.stop_gradient(in_dtype(loss, "float32"))  # a value for the logs, not part of the gradient
@@ -121,15 +125,14 @@ class PenaltyMetric(_keras.MetricContainer):
         # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
         values = ops.sum(plan.matrix_t * stacked, axis=1)
         if isinstance(batch_size, (int, float)):  # a Python number (eager): no tensor to make of it
-            self._totals.assign_add(values * float(batch_size))
+            _keras.add_to(self._totals, values * float(batch_size))
         else:
-            self._totals.assign_add(values * ops.cast(batch_size, "float32"))
+            _keras.add_to(self._totals, values * ops.cast(batch_size, "float32"))
         if self._latest is not None:
-            latest = [*zero_fractions(plan.zero_targets).values()]
-            if plan.group_targets is not None:
-                latest.append(live_groups(plan.group_targets))
-            latest.extend(self._lambda_values())
-            self._latest.assign(ops.stack(latest))
+            latest = [plan.counts.values()] if plan.counts.keys else []
+            if plan.lambda_index is not None:
+                latest.append(ops.cast(ops.take(self._lambda_vector(), plan.lambda_index), "float32"))
+            _keras.assign_to(self._latest, latest[0] if len(latest) == 1 else ops.concatenate(latest))
 
     def _warn_keys(self) -> None:
         """Once: `regularize` changed the regularized layers mid-fit; per-layer keys stay as they were."""
@@ -152,9 +155,9 @@ class PenaltyMetric(_keras.MetricContainer):
     def result(self) -> dict[str, Any]:
         totals = ops.convert_to_tensor(self._totals)
         # zip drops the last entry, the count itself.
-        result = dict(zip(self.mean_keys, ops.unstack(ops.divide(totals, ops.maximum(totals[-1], 1.0)))))
+        result = dict(zip(self.mean_keys, _keras.entries_for_logs(totals / ops.maximum(totals[-1], 1.0))))
         if self._latest is not None:
-            result.update(zip(self.latest_keys, ops.unstack(ops.convert_to_tensor(self._latest))))
+            result.update(zip(self.latest_keys, _keras.entries_for_logs(ops.convert_to_tensor(self._latest))))
         return result
 
     def get_config(self) -> dict[str, Any]:
@@ -171,7 +174,7 @@ def _signature(recorded: dict | None) -> tuple | None:
     """
     if not recorded:
         return None
-    return tuple((key, *(id(entry[3].factor(kind)) for kind in LAMBDA_KINDS)) for key, entry in recorded.items())
+    return tuple((key, entry[3].factors()) for key, entry in recorded.items())  # Factors compare by identity
 
 
 class _StepPlan:
@@ -182,7 +185,7 @@ class _StepPlan:
     which records nothing) `signature` is None and the plan serves its own step only.
     """
 
-    def __init__(self, metric: PenaltyMetric, plan: Any, signature: tuple | None):
+    def __init__(self, metric: PenaltyMetric, plan: Any, signature: tuple | None, recorded: dict | None):
         keys = metric.mean_keys
         if plan.keys != keys[:-1]:
             metric._warn_keys()
@@ -199,15 +202,19 @@ class _StepPlan:
         matrix = counts_in * constants[:, None]
         reusable = signature is not None and all(source is not None for source in plan.sources)
         self.signature = signature if reusable else None
-        self.zero_targets = metric._sparsity_targets()  # the variables sparsity_* counts (the walk, once)
-        self.group_targets = metric._group_targets()  # and those live_groups counts (None: not logged)
+        # sparsity_* and live_groups (the walk, once): what they count, and the product that gives them.
+        self.counts = Counts(metric._sparsity_targets(), metric._group_targets())
         self.rows = plan.sources if reusable else ()
-        self.sums = () if reusable else plan.sums
+        self.sums = () if reusable else plan.sums  # float32 (penalty_sums casts them)
+        self.rows_in_float32 = all(  # the recorded sums are in their variable's accumulation dtype
+            keras.backend.standardize_dtype(recorded[v][slot].dtype) == "float32" for v, slot in self.rows
+        )
         # Tensors made now serve later steps only where they outlive the step (PyTorch, eager);
         # elsewhere they are constants of the trace being built.
         as_tensor = ops.convert_to_tensor if _keras.tensors_outlive_the_step() else (lambda array: array)
         self.matrix_t = as_tensor(np.ascontiguousarray(matrix.T))  # (keys + count, rows): no expand_dims per step
         self.one = as_tensor(np.ones((), "float32")) if _keras.tensors_outlive_the_step() else None
+        self.lambda_index = as_tensor(metric._lambda_index) if len(metric._lambda_index) else None
         self.scale_index = self.lambda_vector = self.ones = None
         if any(scheduled):
             vector = next(f.variable for f in plan.factors if f.scheduled)  # the model's one λ vector
