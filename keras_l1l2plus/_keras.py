@@ -18,6 +18,7 @@ import keras
 __all__ = [
     "MetricContainer",
     "add_model_metric",
+    "add_product",
     "add_to",
     "assign_to",
     "count_nonzero",
@@ -655,6 +656,25 @@ def add_to(variable: Any, delta: Any) -> None:
             variable.value.add_(delta)
     else:
         variable.assign_add(delta)
+
+
+def add_product(variable: Any, matrix: Any, vector: Any, weight: Any) -> None:
+    """`variable += weight · matrix @ vector`, the product as a broadcast multiply and a sum.
+
+    Elementwise, not `matmul`: a float32 matmul may run at reduced precision
+    on accelerators (TF32 on GPUs, bfloat16 passes on TPUs). On PyTorch, with
+    a Python-number weight, one in-place `addmv_` (TF32 there applies only to
+    matrix-matrix products on CUDA, and only when enabled): the logger's
+    running sums at every step, in one op where Keras's ops take five
+    Python calls. Inside a `keras.StatelessScope`, as `add_to`.
+    """
+    if isinstance(weight, (int, float)) and _in_place_is_safe():
+        import torch
+
+        with torch.no_grad():
+            variable.value.addmv_(matrix, vector, alpha=weight)
+        return
+    add_to(variable, keras.ops.sum(matrix * vector, axis=1) * weight)
 
 
 def assign_to(variable: Any, value: Any) -> None:

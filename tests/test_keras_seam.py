@@ -491,3 +491,21 @@ def test_entries_for_logs_are_floats_on_pytorch_and_tensors_elsewhere():
         assert all(type(e) is float for e in entries)
     else:
         assert all(keras.ops.is_tensor(e) for e in entries)
+
+
+@pytest.mark.parametrize("weight", [3.0, "tensor"])
+def test_add_product_adds_weight_times_the_product_against_numpy(weight):
+    rng = np.random.default_rng(0)
+    matrix, vector = rng.normal(size=(5, 7)).astype("float32"), rng.normal(size=7).astype("float32")
+    start = rng.normal(size=5).astype("float32")
+    as_tensor = keras.ops.convert_to_tensor
+    w = as_tensor(np.float32(3.0)) if weight == "tensor" else weight
+    variable = keras.Variable(start, trainable=False)
+    _keras.add_product(variable, as_tensor(matrix), as_tensor(vector), w)
+    expected = start + 3.0 * (matrix.astype("float64") @ vector)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected, rtol=1e-5, atol=1e-5)
+    with keras.StatelessScope() as scope:  # the update goes to the scope, the variable keeps its value
+        _keras.add_product(variable, as_tensor(matrix), as_tensor(vector), w)
+        updated = keras.ops.convert_to_numpy(scope.get_current_value(variable))
+    np.testing.assert_allclose(updated, expected + 3.0 * (matrix.astype("float64") @ vector), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected, rtol=1e-5, atol=1e-5)

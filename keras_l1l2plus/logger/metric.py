@@ -121,13 +121,9 @@ class PenaltyMetric(_keras.MetricContainer):
         stacked = _keras.stack_scalars([*sums, loss, one])
         if plan.scale_index is not None:  # scheduled λs: the step reads them from the model's λ vector
             stacked = stacked * ops.take(ops.concatenate([plan.lambda_vector, plan.ones]), plan.scale_index)
-        # Elementwise, not `matmul`: a float32 matmul may run at reduced
-        # precision on accelerators (TF32 on GPUs, bfloat16 passes on TPUs).
-        values = ops.sum(plan.matrix_t * stacked, axis=1)
-        if isinstance(batch_size, (int, float)):  # a Python number (eager): no tensor to make of it
-            _keras.add_to(self._totals, values * float(batch_size))
-        else:
-            _keras.add_to(self._totals, values * ops.cast(batch_size, "float32"))
+        # A Python number (eager) stays one: no tensor to make of it.
+        weight = float(batch_size) if isinstance(batch_size, (int, float)) else ops.cast(batch_size, "float32")
+        _keras.add_product(self._totals, plan.matrix_t, stacked, weight)
         if self._latest is not None:
             latest = [plan.counts.values()] if plan.counts.keys else []
             if plan.lambda_index is not None:
@@ -153,9 +149,10 @@ class PenaltyMetric(_keras.MetricContainer):
             self.on_reset()
 
     def result(self) -> dict[str, Any]:
-        totals = ops.convert_to_tensor(self._totals)
-        # zip drops the last entry, the count itself.
-        result = dict(zip(self.mean_keys, _keras.entries_for_logs(totals / ops.maximum(totals[-1], 1.0))))
+        # Python floats on PyTorch, where Keras turns every result into floats anyway: no op per key.
+        *totals, count = _keras.entries_for_logs(ops.convert_to_tensor(self._totals))
+        count = max(count, 1.0) if isinstance(count, float) else ops.maximum(count, 1.0)  # 0 before a step
+        result = {key: total / count for key, total in zip(self.mean_keys, totals)}
         if self._latest is not None:
             result.update(zip(self.latest_keys, _keras.entries_for_logs(ops.convert_to_tensor(self._latest))))
         return result
@@ -226,6 +223,8 @@ class _StepPlan:
 
 def batch_size(x: Any, y_pred: Any) -> Any:
     """The batch size Keras weights its loss tracker by: the first input's."""
+    if hasattr(x, "shape"):  # one input, as most models have: no walk
+        return ops.shape(x)[0]
     for tensor in keras.tree.flatten(x if x is not None else y_pred):
         if tensor is not None:
             return ops.shape(tensor)[0]
