@@ -309,8 +309,8 @@ class Counts:
         sparsity_<role> = Σ_v (#v − nonzero(v)) / Σ_v #v     (0 with no variable)
         live_groups     = Σ_v nonzero(any(v ≠ 0 over each group))
 
-    in float32, exact while a variable has fewer than 2^24 entries (above,
-    within float32's relative 6e-8). `keys` are in that order; `live_groups`
+    in float32: the counts exact while a role has fewer than 2^24 entries
+    (above, within float32's relative 6e-8 each). `keys` are in that order; `live_groups`
     only with `group_targets` given (not None). A `PenaltyLogger` builds one
     per step plan and calls `values()` at every step: on PyTorch, where
     every op is a Python call in the step, a fixed number of ops whatever the
